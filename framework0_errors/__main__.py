@@ -1,0 +1,5 @@
+"""Allow ``python -m framework0_errors``."""
+
+from .cli import main
+
+main()

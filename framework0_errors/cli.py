@@ -1,0 +1,232 @@
+"""The ``framework0`` command: run, validate, explain and schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from ._version import __version__
+from .orchestrator import (
+    Context,
+    Framework0Error,
+    RecipeInvalid,
+    StepResult,
+    build_recipe_schema,
+    claims,
+    execute,
+    load_checked_recipe,
+    plugin_manager,
+)
+
+__all__ = ["EXIT_FAILED", "EXIT_INTERNAL", "EXIT_INVALID", "EXIT_OK", "main", "run"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+DEBUG_ENV = "FRAMEWORK0_DEBUG"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="framework0",
+        description="Run Framework0 recipes with declarative error handling and recovery.",
+    )
+    parser.add_argument("--version", action="version", version=f"framework0 {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p_run = sub.add_parser("run", help="run a recipe")
+    p_run.add_argument("recipe", help="path of the recipe YAML file")
+    p_run.add_argument(
+        "--workers", type=_positive_int, default=1, help="steps run at once (default 1)"
+    )
+    p_run.add_argument("--context-out", metavar="FILE", help="write the final Context as JSON")
+    p_run.add_argument("--report", metavar="FILE", help="write a JSON run report")
+
+    p_val = sub.add_parser("validate", help="check recipes without running them")
+    p_val.add_argument("recipes", nargs="+", metavar="RECIPE")
+
+    p_exp = sub.add_parser("explain", help="show the effective error handling of every step")
+    p_exp.add_argument("recipe")
+
+    sub.add_parser("schema", help="print the recipe JSON Schema")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the console script."""
+    sys.exit(run(argv, stdout=sys.stdout, stderr=sys.stderr))
+
+
+def run(argv: Sequence[str] | None, *, stdout: TextIO, stderr: TextIO) -> int:
+    """Run the command line ``argv`` and return its exit code.
+
+    0: the recipe succeeded (also after recovery) or nothing was wrong;
+    1: the recipe failed; 2: invalid input (file, YAML, schema, imports);
+    70: an internal error; 130: interrupted.
+    """
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed its usage message
+        return EXIT_INVALID if exc.code else EXIT_OK
+    try:
+        command = {
+            "run": _cmd_run,
+            "validate": _cmd_validate,
+            "explain": _cmd_explain,
+            "schema": _cmd_schema,
+        }[args.command]
+        return command(args, stdout, stderr)
+    except RecipeInvalid as exc:
+        for problem in exc.problems:
+            print(problem, file=stderr)
+        return EXIT_INVALID
+    except Framework0Error as exc:
+        print(f"framework0: error: {exc}", file=stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print("framework0: interrupted", file=stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(
+            f"framework0: internal error: {type(exc).__name__}: {exc}\n"
+            f"This is a bug; rerun with {DEBUG_ENV}=1 to see the traceback and report it.",
+            file=stderr,
+        )
+        return EXIT_INTERNAL
+
+
+def _cmd_schema(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    pm = plugin_manager()
+    stdout.write(render_schema(build_recipe_schema(claims(pm))))
+    return EXIT_OK
+
+
+def render_schema(schema: dict[str, Any]) -> str:
+    """Render a schema as the stable JSON text committed under ``schemas/``."""
+    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _cmd_validate(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    pm = plugin_manager()
+    status = EXIT_OK
+    for path in args.recipes:
+        try:
+            recipe = load_checked_recipe(path, pm)
+        except RecipeInvalid as exc:
+            for problem in exc.problems:
+                print(problem, file=stdout)
+            status = EXIT_INVALID
+            continue
+        for warning in recipe.warnings:
+            print(warning, file=stdout)
+        print(f"{path}: ok", file=stdout)
+    return status
+
+
+def _cmd_explain(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    pm = plugin_manager()
+    recipe = load_checked_recipe(args.recipe, pm)
+    print(f"{recipe.path}: {len(recipe.steps)} step(s)", file=stdout)
+    for step in recipe.steps:
+        lines = [d for d in pm.hook.framework0_describe_step(recipe=recipe, step=step) if d]
+        target = f"{step.module}:{step.function}"
+        print(f"{step.name}: {' | '.join(lines) if lines else 'no error handling'}", file=stdout)
+        print(f"    runs {target}", file=stdout)
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    for option in ("context_out", "report"):
+        _check_writable(getattr(args, option), "--" + option.replace("_", "-"))
+    pm = plugin_manager()
+    recipe = load_checked_recipe(args.recipe, pm)
+    for warning in recipe.warnings:
+        print(warning, file=stderr)
+    width = max((len(s.name) for s in recipe.steps), default=4)
+    print(
+        f"framework0: running {recipe.path} ({len(recipe.steps)} step(s), "
+        f"{args.workers} worker(s))",
+        file=stdout,
+    )
+
+    def show(result: StepResult) -> None:
+        print(_step_line(result, width), file=stdout, flush=True)
+
+    context = Context()
+    result = execute(recipe, hook=pm.hook, workers=args.workers, context=context, on_step_end=show)
+    report = result.report
+    counts = report["counts"]
+    print(
+        f"recipe {recipe.name}: {report['status']} ({counts['succeeded']} succeeded, "
+        f"{counts['failed']} failed, {counts['skipped']} skipped) in {report['duration']:.3f}s",
+        file=stdout,
+    )
+    if args.context_out:
+        _write_json(
+            args.context_out,
+            {
+                "run_id": result.run.run_id,
+                "context": context.to_dict(),
+                "history": [c.to_dict() for c in context.history()],
+                "discarded_writes": [d.to_dict() for d in context.discarded()],
+            },
+        )
+    if args.report:
+        _write_json(args.report, report)
+    return EXIT_OK if result.succeeded else EXIT_FAILED
+
+
+_LABELS = {"succeeded": "ok", "failed": "FAILED", "skipped": "skipped"}
+
+
+def _step_line(result: StepResult, width: int) -> str:
+    label = _LABELS[result.status]
+    timing = f"{result.duration:8.3f}s" if result.status != "skipped" else " " * 9
+    why = result.error or result.reason or ""
+    extra = "; ".join(x for x in (result.detail, why) if x)
+    return f"  {label:<8} {result.name:<{width}} {timing}  {extra}".rstrip()
+
+
+def _check_writable(path: str | None, option: str) -> None:
+    if path is None:
+        return
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise Framework0Error(f"{option} {path}: folder {parent} does not exist")
+    if Path(path).is_dir():
+        raise Framework0Error(f"{option} {path}: is a directory; give a file name")
+
+
+def _write_json(path: str, data: Any) -> None:
+    target = Path(path)
+    # Write then rename, so a crash never leaves half a file behind.
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.resolve().parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    os.replace(tmp, target)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,238 @@
+"""The Framework0 Context: shared, JSON-serialisable state with a history of changes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .problems import Framework0Error
+
+__all__ = ["Change", "Context", "ContextValueError", "DiscardedWrite", "StepContext"]
+
+_MISSING = object()
+
+
+class ContextValueError(Framework0Error, TypeError):
+    """A value given to ``Context.set`` cannot be stored as JSON."""
+
+    __module__ = "framework0_errors"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change of a Context key: who set it, when, from what to what."""
+
+    key: str
+    before: Any
+    after: Any
+    who: str | None
+    timestamp: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the change as a JSON-ready mapping."""
+        return {
+            "key": self.key,
+            "before": self.before,
+            "after": self.after,
+            "who": self.who,
+            "timestamp": self.timestamp,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DiscardedWrite:
+    """A write that arrived after its writer was fenced, and so did not land."""
+
+    key: str
+    who: str | None
+    reason: str
+    timestamp: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the discarded write as a JSON-ready mapping."""
+        return {
+            "key": self.key,
+            "who": self.who,
+            "reason": self.reason,
+            "timestamp": self.timestamp,
+        }
+
+
+def _json_copy(key: str, value: Any, who: str | None) -> Any:
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        by = f" (set by step '{who}')" if who else ""
+        raise ContextValueError(
+            f"context key '{key}'{by}: value of type {type(value).__name__} is not "
+            f"JSON-serialisable ({exc}); store plain dicts, lists, strings, numbers, "
+            "booleans or None"
+        ) from None
+    # A copy decouples the stored value from the caller's object.
+    return json.loads(text)
+
+
+class Context:
+    """Framework0's Context: ``get``, ``set``, ``keys``, ``to_dict``, ``history``.
+
+    Keys are strings; dotted keys (``errors.fetch``) are stored as given, and
+    ``get("errors")`` on a key that is only a prefix returns the nested mapping
+    of every key below it. Values must be JSON-serialisable; ``set`` refuses
+    others with :class:`ContextValueError`. Safe to use from several threads.
+    """
+
+    def __init__(
+        self,
+        initial: dict[str, Any] | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        history_limit: int = 100_000,
+    ) -> None:
+        self._lock = threading.RLock()
+        self._data: dict[str, Any] = {}
+        self._history: list[Change] = []
+        self._discarded: list[DiscardedWrite] = []
+        self._clock = clock
+        self._history_limit = history_limit
+        for key, value in (initial or {}).items():
+            self.set(key, value)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the value of ``key``, the nested mapping below a prefix, or ``default``."""
+        with self._lock:
+            value = self._data.get(key, _MISSING)
+            if value is not _MISSING:
+                return value
+            prefix = key + "."
+            below = {k[len(prefix) :]: v for k, v in self._data.items() if k.startswith(prefix)}
+        if not below:
+            return default
+        return _nest(below)
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._data
+
+    def set(self, key: str, value: Any, who: str | None = None) -> None:
+        """Store ``value`` under ``key``, recording ``who`` changed it.
+
+        Raises:
+            ContextValueError: when ``value`` is not JSON-serialisable.
+        """
+        if not isinstance(key, str) or not key:
+            raise ContextValueError(f"context keys are non-empty strings, not {key!r}")
+        stored = _json_copy(key, value, who)
+        with self._lock:
+            before = self._data.get(key)
+            self._data[key] = stored
+            if len(self._history) >= self._history_limit:
+                del self._history[: self._history_limit // 10 or 1]
+            self._history.append(Change(key, before, stored, who, self._clock()))
+
+    def keys(self) -> list[str]:
+        """Return the keys, in the order they were first set."""
+        with self._lock:
+            return list(self._data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a copy of every key and value."""
+        with self._lock:
+            return json.loads(json.dumps(self._data))  # type: ignore[no-any-return]
+
+    def history(self) -> list[Change]:
+        """Return every change so far, oldest first."""
+        with self._lock:
+            return list(self._history)
+
+    def discarded(self) -> list[DiscardedWrite]:
+        """Return the writes that were refused because their writer had been fenced."""
+        with self._lock:
+            return list(self._discarded)
+
+    def writer(self, who: str | None) -> StepContext:
+        """Return a view that attributes writes to ``who`` and can be fenced."""
+        return StepContext(self, who)
+
+    def _discard(self, key: str, who: str | None, reason: str) -> None:
+        with self._lock:
+            self._discarded.append(DiscardedWrite(key, who, reason, self._clock()))
+
+
+class StepContext:
+    """The Context as one step attempt sees it.
+
+    Writes are attributed to the step unless ``who`` is given. Once
+    :meth:`fence` is called (an attempt was abandoned after its timeout), its
+    writes no longer land; they are recorded in ``Context.discarded()``.
+    """
+
+    __slots__ = ("_context", "_fence_reason", "who")
+
+    def __init__(self, context: Context, who: str | None) -> None:
+        self._context = context
+        self.who = who
+        self._fence_reason: str | None = None
+
+    @property
+    def root(self) -> Context:
+        """The shared Context behind this view."""
+        return self._context
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the value of ``key`` (see :meth:`Context.get`)."""
+        return self._context.get(key, default)
+
+    def set(self, key: str, value: Any, who: str | None = None) -> None:
+        """Store ``value`` unless this view was fenced (see :meth:`Context.set`)."""
+        by = who if who is not None else self.who
+        if self._fence_reason is not None:
+            self._context._discard(key, by, self._fence_reason)
+            return
+        self._context.set(key, value, by)
+
+    def keys(self) -> list[str]:
+        """Return the Context's keys."""
+        return self._context.keys()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a copy of the Context's keys and values."""
+        return self._context.to_dict()
+
+    def history(self) -> list[Change]:
+        """Return the Context's history."""
+        return self._context.history()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._context
+
+    def fence(self, reason: str) -> None:
+        """Refuse every later write through this view, recording ``reason``."""
+        self._fence_reason = reason
+
+    @property
+    def fenced(self) -> bool:
+        """Whether writes through this view are refused."""
+        return self._fence_reason is not None
+
+    def child(self) -> StepContext:
+        """Return a new view with the same writer, fenced independently."""
+        return StepContext(self._context, self.who)
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[part] = nxt
+            node = nxt
+        node[parts[-1]] = value
+    return out

@@ -1,0 +1,306 @@
+"""Run a loaded recipe: schedule its steps, wrap them in middleware, record results."""
+
+from __future__ import annotations
+
+import heapq
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from .context import Context
+from .failures import MissingContextKeys, StepReturnedNonZero
+from .middleware import Invocation, Next, StepMiddleware, compose
+from .recipe import Recipe, Step
+
+__all__ = ["Run", "RunResult", "StepResult", "execute"]
+
+Status = Literal["succeeded", "failed", "skipped"]
+_ABSENT = object()
+
+
+@dataclass(slots=True)
+class StepResult:
+    """What became of one step."""
+
+    name: str
+    status: Status
+    start: float | None = None
+    end: float | None = None
+    duration: float = 0.0
+    error: str | None = None
+    error_type: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+    exception: BaseException | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the result as the run report shows it."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "status": self.status,
+            "start": _iso(self.start),
+            "end": _iso(self.end),
+            "duration": round(self.duration, 6),
+            "error": self.error,
+            "error_type": self.error_type,
+            "reason": self.reason,
+            "detail": self.detail,
+        }
+        out.update({k: v for k, v in self.notes.items() if k != "errors_reported"})
+        return out
+
+
+class Run:
+    """One run of a recipe: its id, hooks, Context and a namespace for plugins."""
+
+    def __init__(self, recipe: Recipe, *, hook: Any, context: Context, workers: int) -> None:
+        self.run_id = uuid.uuid4().hex
+        self.recipe = recipe
+        self.hook = hook
+        self.context = context
+        self.workers = workers
+        self.extras: dict[str, Any] = {}
+        """Per-run state for plugins, keyed by plugin name."""
+        self.stop_reason: str | None = None
+
+    def report_step_error(
+        self,
+        invocation: Invocation,
+        error: BaseException,
+        *,
+        attempt: int,
+        record: dict[str, Any] | None,
+    ) -> None:
+        """Emit ``framework0_step_error`` for one failed attempt of a step."""
+        invocation.notes["errors_reported"] = invocation.notes.get("errors_reported", 0) + 1
+        self.hook.framework0_step_error(
+            run=self, step=invocation.step, error=error, attempt=attempt, record=record
+        )
+
+    def request_stop(self, reason: str) -> None:
+        """Start no new step; steps already running finish."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+
+@dataclass(slots=True)
+class RunResult:
+    """The outcome of a run: per-step results, the Context and the report."""
+
+    run: Run
+    results: dict[str, StepResult]
+    report: dict[str, Any]
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether every step succeeded."""
+        return all(r.status == "succeeded" for r in self.results.values())
+
+
+def _attempt(invocation: Invocation) -> None:
+    step = invocation.step
+    assert step.call is not None, "steps are resolved before they run"
+    code = step.call(invocation.context, dict(step.args))
+    if code is not None and (type(code) is not int or code != 0):
+        raise StepReturnedNonZero(step.name, code)
+    if step.ctx_has_keys:
+        missing = [k for k in step.ctx_has_keys if invocation.context.get(k, _ABSENT) is _ABSENT]
+        if missing:
+            raise MissingContextKeys(step.name, missing)
+
+
+def execute(
+    recipe: Recipe,
+    *,
+    hook: Any,
+    workers: int = 1,
+    context: Context | None = None,
+    on_step_end: Callable[[StepResult], None] | None = None,
+) -> RunResult:
+    """Run every step of ``recipe`` and return what became of each.
+
+    ``hook`` is a pluggy hook relay (``PluginManager.hook``). Steps without
+    ``depends_on`` are independent: with ``workers`` > 1 they run
+    concurrently in threads; with 1 they run in ``idx`` order.
+    """
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
+    run = Run(recipe, hook=hook, context=context or Context(), workers=workers)
+    return _Scheduler(run, on_step_end).go()
+
+
+class _Scheduler:
+    def __init__(self, run: Run, on_step_end: Callable[[StepResult], None] | None) -> None:
+        self.run = run
+        self.hook = run.hook
+        self.on_step_end = on_step_end
+        self.results: dict[str, StepResult] = {}
+        self.dependents = run.recipe.dependents()
+        self.waiting = {s.name: len(s.depends_on) for s in run.recipe.steps}
+        self.order = {s.name: (s.idx, s.position) for s in run.recipe.steps}
+        self.ready: list[tuple[tuple[int, int], str]] = []
+        self.chains: dict[str, Next] = {}
+
+    def go(self) -> RunResult:
+        run, recipe = self.run, self.run.recipe
+        started = time.time()
+        clock = time.perf_counter()
+        self.hook.framework0_run_start(run=run, context=run.context)
+        for step in recipe.steps:
+            contributed: list[StepMiddleware] = []
+            for items in self.hook.framework0_step_middleware(run=run, step=step):
+                contributed.extend(items or ())
+            self.chains[step.name] = compose(contributed, _attempt)
+            if not step.depends_on:
+                heapq.heappush(self.ready, (self.order[step.name], step.name))
+        if run.workers == 1:
+            self._sequential()
+        else:
+            self._parallel()
+        for step in recipe.steps:
+            if step.name not in self.results:
+                self._finish(step, self._skipped(step, self._not_run_reason()))
+        results = {s.name: self.results[s.name] for s in recipe.steps}
+        report = self._report(results, started, time.perf_counter() - clock)
+        self.hook.framework0_run_end(run=run, context=run.context, report=report)
+        return RunResult(run, results, report)
+
+    def _sequential(self) -> None:
+        while self.ready and self.run.stop_reason is None:
+            _, name = heapq.heappop(self.ready)
+            step = self.run.recipe.step(name)
+            self._finish(step, self._execute(step))
+
+    def _parallel(self) -> None:
+        running: dict[Future[StepResult], Step] = {}
+        with ThreadPoolExecutor(self.run.workers, thread_name_prefix="framework0-step") as pool:
+            while self.ready or running:
+                while self.ready and len(running) < self.run.workers:
+                    if self.run.stop_reason is not None:
+                        self.ready.clear()
+                        break
+                    _, name = heapq.heappop(self.ready)
+                    step = self.run.recipe.step(name)
+                    running[pool.submit(self._execute, step)] = step
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    self._finish(running.pop(future), future.result())
+
+    def _execute(self, step: Step) -> StepResult:
+        run = self.run
+        self.hook.framework0_step_start(run=run, step=step)
+        invocation = Invocation(step, run, run.context.writer(step.name))
+        start = time.time()
+        clock = time.perf_counter()
+        try:
+            self.chains[step.name](invocation)
+        except (Exception, SystemExit) as exc:
+            duration = time.perf_counter() - clock
+            if not invocation.notes.get("errors_reported"):
+                self.hook.framework0_step_error(
+                    run=run, step=step, error=exc, attempt=1, record=None
+                )
+            return StepResult(
+                name=step.name,
+                status="failed",
+                start=start,
+                end=start + duration,
+                duration=duration,
+                error=_describe(exc),
+                error_type=_qualified(type(exc)),
+                detail=invocation.notes.pop("detail", None),
+                notes=invocation.notes,
+                exception=exc,
+            )
+        duration = time.perf_counter() - clock
+        return StepResult(
+            name=step.name,
+            status="succeeded",
+            start=start,
+            end=start + duration,
+            duration=duration,
+            detail=invocation.notes.pop("detail", None),
+            notes=invocation.notes,
+        )
+
+    def _finish(self, step: Step, result: StepResult) -> None:
+        self.results[step.name] = result
+        self.hook.framework0_step_end(run=self.run, step=step, result=result)
+        if self.on_step_end is not None:
+            self.on_step_end(result)
+        if result.status == "succeeded":
+            for name in self.dependents[step.name]:
+                self.waiting[name] -= 1
+                if self.waiting[name] == 0 and name not in self.results:
+                    heapq.heappush(self.ready, (self.order[name], name))
+            return
+        if result.status == "failed":
+            assert result.exception is not None
+            policy = self.hook.framework0_failure_policy(
+                run=self.run, step=step, error=result.exception
+            )
+            if policy == "stop":
+                self.run.request_stop(f"step '{step.name}' failed")
+        for name in self.dependents[step.name]:
+            if name not in self.results:
+                dependent = self.run.recipe.step(name)
+                why = "failed" if result.status == "failed" else "was skipped"
+                self._finish(
+                    dependent, self._skipped(dependent, f"depends on '{step.name}', which {why}")
+                )
+
+    def _skipped(self, step: Step, reason: str) -> StepResult:
+        return StepResult(name=step.name, status="skipped", reason=reason)
+
+    def _not_run_reason(self) -> str:
+        if self.run.stop_reason is not None:
+            return f"not run: the recipe stopped because {self.run.stop_reason}"
+        return "not run"  # pragma: no cover - every step is reachable in a valid recipe
+
+    def _report(
+        self, results: dict[str, StepResult], started: float, duration: float
+    ) -> dict[str, Any]:
+        run = self.run
+        counts = dict.fromkeys(("succeeded", "failed", "skipped"), 0)
+        for result in results.values():
+            counts[result.status] += 1
+        return {
+            "run_id": run.run_id,
+            "recipe": run.recipe.name,
+            "path": run.recipe.path,
+            "status": "succeeded" if counts["failed"] == counts["skipped"] == 0 else "failed",
+            "started": _iso(started),
+            "ended": _iso(started + duration),
+            "duration": round(duration, 6),
+            "workers": run.workers,
+            "counts": counts,
+            "steps": [r.to_dict() for r in results.values()],
+            "discarded_writes": [d.to_dict() for d in run.context.discarded()],
+        }
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, StepReturnedNonZero | MissingContextKeys):
+        return str(exc)
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _qualified(cls: type) -> str:
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def _iso(stamp: float | None) -> str | None:
+    if stamp is None:
+        return None
+    return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds")

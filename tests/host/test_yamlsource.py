@@ -1,0 +1,124 @@
+"""Reading YAML into data with places, and rejecting what cannot be read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from framework0_errors.orchestrator import RecipeInvalid, load_yaml, parse_yaml, yamlsource
+
+
+def test_positions_of_keys_items_and_values() -> None:
+    """Keys, list items and values are placed 1-based; unknown paths use an ancestor."""
+    data, loc = parse_yaml("a: 1\nsteps:\n  - name: x\n    retry:\n      max: 3\n", "r.yaml")
+    assert data == {"a": 1, "steps": [{"name": "x", "retry": {"max": 3}}]}
+    assert loc.position(("a",)) == (1, 1)
+    assert loc.position(("steps", 0)) == (3, 5)
+    assert loc.position(("steps", 0, "retry", "max")) == (5, 7)
+    assert loc.value_position(("steps", 0, "retry", "max")) == (5, 12)
+    assert loc.position(("steps", 0, "retry", "nope", 3)) == (4, 5)
+    assert loc.position(()) == (1, 1)
+
+
+def test_scalars_become_builtin_types() -> None:
+    """ruamel's scalar wrappers are handed out as plain bool, int, float, str, None."""
+    data, _ = parse_yaml("a: 1.5\nb: true\nc: ~\nd: x\ne: 2026-01-01\n", "r.yaml")
+    assert type(data["a"]) is float
+    assert data["b"] is True
+    assert data["c"] is None
+    assert type(data["d"]) is str
+    assert data["e"] == "2026-01-01"
+
+
+@pytest.mark.parametrize(
+    ("text", "place", "words"),
+    [
+        ("a: [1\n", "r.yaml:2:1:", "YAML syntax error"),
+        ("a: 1\na: 2\n", "r.yaml:2:1:", "duplicate key"),
+        ("a:\n\tb: 1\n", "r.yaml:2:1:", "YAML syntax error"),
+    ],
+)
+def test_syntax_errors_are_located(text: str, place: str, words: str) -> None:
+    """A syntax error or duplicate key names file, line and column."""
+    with pytest.raises(RecipeInvalid) as info:
+        parse_yaml(text, "r.yaml")
+    message = str(info.value)
+    assert message.startswith(place)
+    assert words in message
+
+
+def test_alias_bomb_is_rejected() -> None:
+    """A billion-laughs document is refused instead of expanded."""
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    with pytest.raises(RecipeInvalid, match="more than"):
+        parse_yaml("\n".join(lines) + "\n", "bomb.yaml")
+
+
+def test_deep_nesting_is_rejected() -> None:
+    """Nesting deeper than the limit is refused with a clear reason."""
+    text = "a: " + "[" * 200 + "]" * 200 + "\n"
+    with pytest.raises(RecipeInvalid, match="nested"):
+        parse_yaml(text, "deep.yaml")
+
+
+def test_huge_text_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Text over the size limit is refused before parsing."""
+    monkeypatch.setattr(yamlsource, "MAX_BYTES", 10)
+    with pytest.raises(RecipeInvalid, match="larger than"):
+        parse_yaml("a: 1234567890\n", "big.yaml")
+
+
+def test_huge_file_is_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file over the size limit is refused before it is read."""
+    monkeypatch.setattr(yamlsource, "MAX_BYTES", 10)
+    path = tmp_path / "big.yaml"
+    path.write_text("a: 1234567890\n")
+    with pytest.raises(RecipeInvalid, match="larger than"):
+        load_yaml(path)
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda p: p / "missing.yaml", "file not found"),
+        (lambda p: p, "is a directory"),
+    ],
+)
+def test_unreadable_files(tmp_path: Path, make: object, words: str) -> None:
+    """A missing file or a folder gives one located message."""
+    target = make(tmp_path)  # type: ignore[operator]
+    with pytest.raises(RecipeInvalid, match=words):
+        load_yaml(target)
+
+
+def test_non_utf8_file(tmp_path: Path) -> None:
+    """A file that is not UTF-8 is named as such."""
+    path = tmp_path / "bin.yaml"
+    path.write_bytes(b"a: \xff\xfe\n")
+    with pytest.raises(RecipeInvalid, match="not UTF-8"):
+        load_yaml(path)
+
+
+def test_unreadable_permissions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any other OS error when reading is reported, not raised."""
+    path = tmp_path / "r.yaml"
+    path.write_text("a: 1\n")
+
+    def deny(self: Path, encoding: str | None = None) -> str:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_text", deny)
+    with pytest.raises(RecipeInvalid, match="cannot read file: Permission denied"):
+        load_yaml(path)
+
+
+def test_problem_helper_makes_warnings() -> None:
+    """Locator.problem builds warnings and errors with a rendered path."""
+    _, loc = parse_yaml("steps:\n  - a: 1\n", "r.yaml")
+    warning = loc.problem(("steps", 0, "a"), "looks odd", severity="warning")
+    assert str(warning) == "r.yaml:2:5: warning: steps[0].a: looks odd"
+    error = loc.problem(("steps",), "bad", shown_path="")
+    assert str(error) == "r.yaml:1:1: bad"
