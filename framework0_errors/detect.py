@@ -1,0 +1,172 @@
+"""Detect errors a step logs, even when it returns success.
+
+:func:`capture_log_errors` wraps one step attempt. It collects the log records
+that the CURRENT THREAD emits at or above a level (``ERROR`` by default) or
+whose message matches one of some regular expressions, as
+:class:`DetectedLogError` items.
+
+Steps run concurrently in worker threads, so captures must not see each
+other's records. Adding and removing one handler per capture would also be
+unsafe: ``Logger.callHandlers`` iterates the live handler list, and a removal
+by one thread can make another thread's iteration skip a handler. So one
+dispatching handler per logger is installed while any capture on it is open,
+and routes each record to the captures of the thread that emitted it.
+
+What the logging configuration drops never reaches a handler: records below
+a logger's effective level, from disabled loggers, or from loggers with
+``propagate = False`` below the capturing logger. Records emitted by threads
+the step starts itself are not attributed to the step.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from .categories import ErrorSeverity
+
+__all__ = ["DetectedLogError", "capture_log_errors", "severity_for_level"]
+
+
+@dataclass(frozen=True, slots=True)
+class DetectedLogError:
+    """One log record that counts as an error of the step that emitted it.
+
+    ``time`` is the record's creation time (epoch seconds); ``pattern`` is the
+    first pattern that matched the message, or ``None`` when only the level
+    made it count.
+    """
+
+    logger: str
+    level: str
+    levelno: int
+    message: str
+    time: float
+    pattern: str | None = None
+
+
+def severity_for_level(levelno: int) -> ErrorSeverity:
+    """Map a logging level to a severity: CRITICAL→CRITICAL, ERROR→HIGH, WARNING→MEDIUM."""
+    if levelno >= logging.CRITICAL:
+        return ErrorSeverity.CRITICAL
+    if levelno >= logging.ERROR:
+        return ErrorSeverity.HIGH
+    if levelno >= logging.WARNING:
+        return ErrorSeverity.MEDIUM
+    return ErrorSeverity.LOW
+
+
+@dataclass(frozen=True, slots=True, eq=False)  # identity: nested captures may look alike
+class _Capture:
+    level: int
+    patterns: tuple[re.Pattern[str], ...]
+    exclude: tuple[str, ...]
+    found: list[DetectedLogError]
+
+    def offer(self, record: logging.LogRecord) -> None:
+        if record.levelno < self.level and not self.patterns:
+            return
+        name = record.name
+        if any(name == ex or name.startswith(ex + ".") for ex in self.exclude):
+            return
+        try:
+            message = record.getMessage()
+        except Exception:
+            # A bad %-format or a failing __str__ in the step's own call: logging
+            # reports it through handleError and so must we not raise into the
+            # step; keep the raw text rather than lose the error.
+            message = str(record.msg)
+        pattern = next((p.pattern for p in self.patterns if p.search(message)), None)
+        if record.levelno < self.level and pattern is None:
+            return
+        self.found.append(
+            DetectedLogError(
+                logger=name,
+                level=record.levelname,
+                levelno=record.levelno,
+                message=message,
+                time=record.created,
+                pattern=pattern,
+            )
+        )
+
+
+class _Dispatcher(logging.Handler):
+    """Routes each record to the open captures of the thread that emits it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        # thread ident -> its open captures; each list is touched by its own thread only
+        self.captures: dict[int, list[_Capture]] = {}
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # Overridden whole (so emit is never called): no handler lock or filters
+        # are needed, and a record from a thread without a capture costs one lookup.
+        captures = self.captures.get(threading.get_ident())
+        if captures:
+            for capture in captures:
+                capture.offer(record)
+        return True
+
+
+# Logging is process-global, so the dispatchers attached to it are too.
+_dispatchers: dict[str, _Dispatcher] = {}
+_dispatchers_lock = threading.Lock()
+
+
+@contextmanager
+def capture_log_errors(
+    *,
+    level: int = logging.ERROR,
+    patterns: Sequence[str] = (),
+    logger_name: str = "",
+    exclude_loggers: Sequence[str] = ("framework0_errors",),
+) -> Iterator[list[DetectedLogError]]:
+    """Collect the current thread's error log records while the block runs.
+
+    Args:
+        level: Records at or above this level count.
+        patterns: Regular expressions searched case-insensitively in each
+            message; a record matching one counts at any level.
+        logger_name: Logger to listen on; ``""`` is the root logger.
+        exclude_loggers: Loggers (and their children) never counted, by
+            default the framework's own, which log about steps, not for them.
+
+    Yields:
+        The list the detected errors are appended to, in emission order.
+
+    Raises:
+        ValueError: A pattern is not a valid regular expression.
+    """
+    compiled = []
+    for text in patterns:
+        try:
+            compiled.append(re.compile(text, re.IGNORECASE))
+        except re.error as err:
+            raise ValueError(f"invalid log pattern {text!r}: {err}") from None
+    found: list[DetectedLogError] = []
+    capture = _Capture(level, tuple(compiled), tuple(exclude_loggers), found)
+    logger = logging.getLogger(logger_name)
+    ident = threading.get_ident()
+    with _dispatchers_lock:
+        dispatcher = _dispatchers.get(logger_name)
+        if dispatcher is None:
+            dispatcher = _dispatchers[logger_name] = _Dispatcher()
+        if dispatcher not in logger.handlers:  # also repairs a logging reconfiguration
+            logger.addHandler(dispatcher)
+        dispatcher.captures.setdefault(ident, []).append(capture)
+    try:
+        yield found
+    finally:
+        with _dispatchers_lock:
+            mine = dispatcher.captures[ident]
+            mine.remove(capture)
+            if not mine:
+                del dispatcher.captures[ident]
+            if not dispatcher.captures:
+                logger.removeHandler(dispatcher)
+                del _dispatchers[logger_name]
