@@ -1,0 +1,119 @@
+"""Bulkhead: a named limit on how many executions run at the same time.
+
+Every bulkhead with the same name and store shares one pool of ``max_concurrent`` slots.
+A caller waits up to ``max_wait`` seconds for a slot, then gets
+:class:`BulkheadFullError`. A slot is given back whatever way the call ends, including
+``KeyboardInterrupt`` and timeouts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable
+from typing import TypeVar
+
+from framework0_errors.policies.exceptions import BulkheadFullError
+from framework0_errors.stores.base import BulkheadStore
+
+__all__ = ["Bulkhead"]
+
+T = TypeVar("T")
+
+
+class Bulkhead:
+    """Run calls only while a slot of the named bulkhead is free.
+
+    Args:
+        name: Bulkheads with the same name and store share their slots.
+        max_concurrent: Slots; executions allowed at the same time.
+        max_wait: Seconds to wait for a slot before giving up (0: do not wait).
+        store: Where the slots live.
+        clock: Seconds; wall-clock time by default because leases may be compared
+            by other processes sharing the store.
+        sleep: Used between polls when the store cannot block until a release.
+        lease_seconds: How long a slot stays held if its holder never gives it back
+            (its process died); None: until released. Durable stores need a lease.
+        poll_interval: Longest pause between polls of a store that cannot block.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        max_concurrent: int,
+        max_wait: float = 0.0,
+        store: BulkheadStore,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        lease_seconds: float | None = None,
+        poll_interval: float = 0.05,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"bulkhead name must be a non-empty string; got {name!r}")
+        if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
+            raise ValueError(f"max_concurrent must be an integer; got {max_concurrent!r}")
+        if max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be >= 1; got {max_concurrent}")
+        _check_seconds("max_wait", max_wait, allow_zero=True)
+        if lease_seconds is not None:
+            _check_seconds("lease_seconds", lease_seconds, allow_zero=False)
+        _check_seconds("poll_interval", poll_interval, allow_zero=False)
+        self.name = name
+        self.max_concurrent = max_concurrent
+        self.max_wait = max_wait
+        self.store = store
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self._clock = clock
+        self._sleep = sleep
+        # Unique across processes and machines sharing a durable store.
+        self._holder_prefix = f"{os.getpid()}-"
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Return ``fn()`` run while holding a slot; re-raise whatever it raises.
+
+        Raises:
+            BulkheadFullError: No slot came free within ``max_wait``; ``fn`` was not called.
+        """
+        holder_id = self._holder_prefix + uuid.uuid4().hex
+        self._acquire(holder_id)
+        try:
+            return fn()
+        finally:
+            self.store.release(self.name, holder_id=holder_id)
+
+    def in_use(self) -> int:
+        """Return how many slots are held now, by every user of this name and store."""
+        return self.store.in_use(self.name, now=self._clock())
+
+    def _acquire(self, holder_id: str) -> None:
+        start = self._clock()
+        deadline = start + self.max_wait
+        while True:
+            now = self._clock()
+            if self.store.try_acquire(
+                self.name,
+                limit=self.max_concurrent,
+                holder_id=holder_id,
+                lease_seconds=self.lease_seconds,
+                now=now,
+            ):
+                return
+            remaining = deadline - now
+            if remaining <= 0:
+                raise BulkheadFullError(
+                    self.name, max_concurrent=self.max_concurrent, waited=now - start
+                )
+            if not self.store.wait_for_slot(
+                self.name, limit=self.max_concurrent, timeout=remaining, now=now
+            ):
+                self._sleep(min(self.poll_interval, remaining))
+
+
+def _check_seconds(name: str, value: float, *, allow_zero: bool) -> None:
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number of seconds {bound}; got {value!r}")

@@ -1,0 +1,200 @@
+"""Timeout: limit how long the caller waits for one attempt.
+
+The attempt runs on a worker thread while the caller waits at most ``seconds``. Python
+cannot kill a thread, so on timeout the attempt is *abandoned*, not stopped: it keeps
+running until it returns on its own, and whatever it returns or raises then is
+dropped. ``on_abandon`` lets the caller fence off its side effects (for example, refuse
+its later writes to the Context). Steps whose timeout must really stop them need a
+separate process.
+
+By default attempts run on one process-wide pool of daemon threads, created on first
+use. It starts a new thread whenever no idle one is waiting, so attempts stuck after a
+timeout never starve later ones; threads idle for a minute exit. Daemon threads do not
+keep the interpreter alive at exit, where a stuck attempt in a
+``ThreadPoolExecutor`` would (its workers are joined at exit).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextvars
+import math
+import os
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from framework0_errors.policies.exceptions import StepTimeoutError
+
+__all__ = ["Timeout"]
+
+T = TypeVar("T")
+
+
+class Timeout:
+    """Run each call on a worker thread and stop waiting for it after ``seconds``.
+
+    Args:
+        seconds: Longest wait for one call, > 0.
+        executor: Run calls here instead of the shared daemon pool. A
+            ``ThreadPoolExecutor`` joins its threads at interpreter exit, so a stuck
+            attempt would then delay exit.
+        on_abandon: Called in the caller's thread when a call times out, before
+            :class:`StepTimeoutError` is raised.
+
+    The call runs in a copy of the caller's :mod:`contextvars` context. Exceptions
+    raised by ``fn`` propagate unchanged (same object).
+    """
+
+    def __init__(
+        self,
+        seconds: float,
+        *,
+        executor: concurrent.futures.Executor | None = None,
+        on_abandon: Callable[[], None] | None = None,
+    ) -> None:
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise ValueError(f"timeout seconds must be a finite number > 0; got {seconds!r}")
+        self.seconds = seconds
+        self._executor = executor
+        self._on_abandon = on_abandon
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Return ``fn()`` if it finishes within ``seconds``; re-raise what it raises.
+
+        Raises:
+            StepTimeoutError: ``fn`` did not finish in time; it may still be running.
+        """
+        run = contextvars.copy_context().run
+        if self._executor is not None:
+            future = self._executor.submit(run, fn)
+            try:
+                return future.result(timeout=self.seconds)
+            except TimeoutError:
+                # fn may have raised a TimeoutError of its own: only a future still
+                # running means ours. result() then re-raises fn's exception unchanged.
+                if future.done():
+                    return future.result()
+            future.cancel()
+        else:
+            job: _Job[T] = _Job(run, fn)
+            _shared.pool().submit(job)
+            if job.done.acquire(timeout=self.seconds):
+                return job.outcome()
+        if self._on_abandon is not None:
+            self._on_abandon()
+        raise StepTimeoutError(self.seconds)
+
+
+class _Job(Generic[T]):
+    """One call and its outcome; ``done`` is released once the outcome is set."""
+
+    __slots__ = ("args", "done", "error", "run", "value")
+
+    def __init__(self, run: Callable[..., Any], *args: Any) -> None:
+        self.run = run
+        self.args = args
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.value: T | None = None
+        self.error: BaseException | None = None
+
+    def execute(self) -> None:
+        try:
+            self.value = self.run(*self.args)
+        except BaseException as exc:  # handed to the waiting thread, re-raised there
+            self.error = exc
+        finally:
+            self.done.release()
+
+    def outcome(self) -> T:
+        error = self.error
+        if error is not None:
+            # Drop our reference so the traceback's frames do not form a cycle with us.
+            self.error = None
+            raise error
+        return self.value  # type: ignore[return-value]
+
+
+class _DaemonPool:
+    """Daemon worker threads that grow on demand and exit after ``idle_timeout``."""
+
+    def __init__(self, *, idle_timeout: float = 60.0) -> None:
+        self._idle_timeout = idle_timeout
+        self._jobs: queue.SimpleQueue[_Job[Any]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        # Workers waiting for a job that no submit has claimed yet. Invariant, kept under
+        # _lock: workers between two jobs == queued jobs + _idle, so every queued job
+        # has a worker waiting for it.
+        self._idle = 0
+        self.threads = 0
+
+    def submit(self, job: _Job[Any]) -> None:
+        """Hand ``job`` to an idle worker, or to a new one if none is idle."""
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                self._jobs.put(job)
+                return
+            self.threads += 1
+        # The first job goes straight to the new thread, so if the thread cannot start
+        # the job is not left queued to run later, after its caller has given up.
+        box = [job]
+        del job
+        try:
+            threading.Thread(
+                target=self._work, args=(box,), name="framework0-timeout", daemon=True
+            ).start()
+        except BaseException:
+            with self._lock:
+                self.threads -= 1
+            raise
+
+    def _work(self, box: list[_Job[Any]]) -> None:
+        # Thread keeps its args until run() returns; emptying the box lets a finished
+        # job's result be freed while this thread idles.
+        job: _Job[Any] | None = box.pop()
+        while job is not None:
+            job.execute()
+            job = None
+            with self._lock:
+                self._idle += 1
+            job = self._next_job()
+
+    def _next_job(self) -> _Job[Any] | None:
+        while True:
+            try:
+                return self._jobs.get(timeout=self._idle_timeout)
+            except queue.Empty:
+                with self._lock:
+                    # A job queued since get() timed out has claimed a worker: stay.
+                    if self._jobs.empty():
+                        self._idle -= 1  # >= 1: this worker is between jobs, none is queued
+                        self.threads -= 1
+                        return None
+
+
+class _Shared:
+    """The process-wide pool, created on first use and forgotten in forked children."""
+
+    def __init__(self) -> None:
+        self._pool: _DaemonPool | None = None
+        self._lock = threading.Lock()
+
+    def pool(self) -> _DaemonPool:
+        with self._lock:
+            if self._pool is None:
+                self._pool = _DaemonPool()
+            return self._pool
+
+    def forget(self) -> None:
+        # A forked child has none of the parent's threads (and maybe a held lock).
+        self._pool = None
+        self._lock = threading.Lock()
+
+
+_shared = _Shared()
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only off POSIX
+    os.register_at_fork(after_in_child=_shared.forget)

@@ -1,0 +1,238 @@
+"""In-process store for breakers and bulkheads: state lives as long as the object."""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+
+from framework0_errors.stores.base import (
+    Admission,
+    BreakerSnapshot,
+    BreakerState,
+    Transition,
+)
+
+__all__ = ["MemoryStore"]
+
+
+@dataclass(slots=True)
+class _Breaker:
+    state: BreakerState = "closed"
+    failures: int = 0
+    opened_at: float | None = None
+    half_open_at: float | None = None
+    trials: int = 0
+    epoch: int = 0
+
+
+@dataclass(slots=True)
+class _Bulkhead:
+    changed: threading.Condition
+    # holder_id -> lease expiry (inf: no lease)
+    holders: dict[str, float] = field(default_factory=dict)
+
+
+class MemoryStore:
+    """Thread-safe store of breaker and bulkhead state for one process.
+
+    Implements both :class:`~framework0_errors.stores.base.BreakerStore` and
+    :class:`~framework0_errors.stores.base.BulkheadStore`. Policies that share a name and
+    this object share state. Bulkhead waiters sleep on a condition that every release
+    notifies, so waiting costs no polling.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._breakers: dict[str, _Breaker] = {}
+        self._bulkheads: dict[str, _Bulkhead] = {}
+
+    # -- circuit breakers ----------------------------------------------------------
+
+    def before_call(self, name: str, *, now: float, half_open_max_calls: int) -> Admission:
+        """Admit or refuse one call, turning open into half_open once its time has come."""
+        with self._lock:
+            b = self._breakers.get(name)
+            if b is None or b.state == "closed":
+                return Admission(allowed=True, state="closed", epoch=b.epoch if b else 0)
+            transition = None
+            if b.state == "open":
+                if b.half_open_at is None or now < b.half_open_at:
+                    retry_at = math.inf if b.half_open_at is None else b.half_open_at
+                    return Admission(allowed=False, state="open", epoch=b.epoch, retry_at=retry_at)
+                self._move(b, "half_open")
+                transition = Transition(name, "open", "half_open")
+            if b.trials >= half_open_max_calls:
+                return Admission(allowed=False, state="half_open", epoch=b.epoch, retry_at=now)
+            b.trials += 1
+            return Admission(
+                allowed=True, state="half_open", trial=True, epoch=b.epoch, transition=transition
+            )
+
+    def record_success(self, name: str, *, now: float, admission: Admission) -> Transition | None:
+        """Record that an admitted call succeeded; a current trial closes the breaker."""
+        with self._lock:
+            b = self._breakers.get(name)
+            if b is None:
+                return None
+            if b.state == "closed":
+                if b.failures:
+                    b.failures = 0
+                return None
+            if self._is_current_trial(b, admission):
+                self._move(b, "closed")
+                return Transition(name, "half_open", "closed")
+            return None
+
+    def record_failure(
+        self,
+        name: str,
+        *,
+        now: float,
+        admission: Admission,
+        failure_threshold: int,
+        recovery_timeout: float,
+    ) -> Transition | None:
+        """Record a failed call: open at ``failure_threshold``, reopen on a failed trial."""
+        with self._lock:
+            b = self._breakers.setdefault(name, _Breaker())
+            if b.state == "closed":
+                b.failures += 1
+                if b.failures < failure_threshold:
+                    return None
+                self._move(b, "open", now=now, until=now + recovery_timeout)
+                return Transition(name, "closed", "open")
+            if self._is_current_trial(b, admission):
+                b.failures += 1
+                self._move(b, "open", now=now, until=now + recovery_timeout)
+                return Transition(name, "half_open", "open")
+            # A call admitted before the breaker opened, or a stale trial: the
+            # breaker has already reacted to the failures that matter.
+            return None
+
+    def release_trial(self, name: str, *, admission: Admission) -> None:
+        """Free a trial slot without a verdict (the call was interrupted)."""
+        with self._lock:
+            b = self._breakers.get(name)
+            if b is not None and self._is_current_trial(b, admission):
+                b.trials -= 1
+
+    def snapshot(self, name: str, *, now: float) -> BreakerSnapshot:
+        """Return the breaker's current state without changing it."""
+        with self._lock:
+            b = self._breakers.get(name) or _Breaker()
+            return BreakerSnapshot(
+                name=name,
+                state=self._effective_state(b, now),
+                consecutive_failures=b.failures,
+                opened_at=b.opened_at,
+                half_open_at=b.half_open_at,
+                trial_calls=b.trials,
+            )
+
+    def reset(self, name: str, *, now: float) -> Transition | None:
+        """Close the breaker and forget its failures."""
+        with self._lock:
+            b = self._breakers.get(name)
+            if b is None:
+                return None
+            old = self._effective_state(b, now)
+            self._move(b, "closed")
+            return None if old == "closed" else Transition(name, old, "closed")
+
+    def force_open(self, name: str, *, now: float, until: float | None = None) -> Transition | None:
+        """Open the breaker by hand, until ``until`` (None: until :meth:`reset`)."""
+        with self._lock:
+            b = self._breakers.setdefault(name, _Breaker())
+            old = self._effective_state(b, now)
+            self._move(b, "open", now=now, until=until)
+            return None if old == "open" else Transition(name, old, "open")
+
+    def breaker_names(self) -> list[str]:
+        """Return the names of breakers with recorded state, sorted."""
+        with self._lock:
+            return sorted(self._breakers)
+
+    @staticmethod
+    def _effective_state(b: _Breaker, now: float) -> BreakerState:
+        if b.state == "open" and b.half_open_at is not None and now >= b.half_open_at:
+            return "half_open"
+        return b.state
+
+    @staticmethod
+    def _is_current_trial(b: _Breaker, admission: Admission) -> bool:
+        return b.state == "half_open" and admission.trial and admission.epoch == b.epoch
+
+    @staticmethod
+    def _move(
+        b: _Breaker, state: BreakerState, *, now: float | None = None, until: float | None = None
+    ) -> None:
+        b.state = state
+        b.epoch += 1
+        b.trials = 0
+        if state == "closed":
+            b.failures = 0
+            b.opened_at = b.half_open_at = None
+        elif state == "open":
+            b.opened_at = now
+            b.half_open_at = until
+
+    # -- bulkheads -----------------------------------------------------------------
+
+    def try_acquire(
+        self, name: str, *, limit: int, holder_id: str, lease_seconds: float | None, now: float
+    ) -> bool:
+        """Take a slot if fewer than ``limit`` unexpired ones are held; never blocks."""
+        with self._lock:
+            bh = self._bulkhead(name)
+            self._expire(bh, now)
+            if len(bh.holders) >= limit:
+                return False
+            bh.holders[holder_id] = math.inf if lease_seconds is None else now + lease_seconds
+            return True
+
+    def release(self, name: str, *, holder_id: str) -> None:
+        """Give a slot back; releasing a slot not held is a no-op."""
+        with self._lock:
+            bh = self._bulkheads.get(name)
+            if bh is not None and bh.holders.pop(holder_id, None) is not None:
+                bh.changed.notify_all()
+
+    def wait_for_slot(self, name: str, *, limit: int, timeout: float, now: float) -> bool:
+        """Block up to ``timeout`` seconds until a slot may be free; always returns True."""
+        with self._lock:
+            bh = self._bulkhead(name)
+            self._expire(bh, now)
+            if len(bh.holders) < limit or timeout <= 0:
+                return True
+            # A lease running out frees a slot without any release to notify us.
+            next_expiry = min(bh.holders.values())
+            bh.changed.wait(min(timeout, max(next_expiry - now, 0.0)))
+            return True
+
+    def in_use(self, name: str, *, now: float) -> int:
+        """Return how many unexpired slots of ``name`` are held."""
+        with self._lock:
+            bh = self._bulkheads.get(name)
+            if bh is None:
+                return 0
+            self._expire(bh, now)
+            return len(bh.holders)
+
+    def bulkhead_names(self) -> list[str]:
+        """Return the names of bulkheads ever used, sorted."""
+        with self._lock:
+            return sorted(self._bulkheads)
+
+    def _bulkhead(self, name: str) -> _Bulkhead:
+        bh = self._bulkheads.get(name)
+        if bh is None:
+            # One condition per name, all on the store's lock: a release wakes only
+            # the waiters of its own bulkhead.
+            bh = self._bulkheads[name] = _Bulkhead(threading.Condition(self._lock))
+        return bh
+
+    @staticmethod
+    def _expire(bh: _Bulkhead, now: float) -> None:
+        for holder_id in [h for h, expiry in bh.holders.items() if expiry <= now]:
+            del bh.holders[holder_id]
