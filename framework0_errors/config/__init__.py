@@ -1,0 +1,97 @@
+"""Configuration of error handling: models, their JSON Schema, merging and checks.
+
+* :mod:`.models` — the frozen pydantic models, the one source of truth;
+* :mod:`.schema` — the JSON Schema generated from them, and how to embed it;
+* :mod:`.merge` — a step's effective block (``defaults`` → ``use`` → step);
+* :mod:`.checks` — what a schema cannot say, as located problems;
+* :mod:`.reference` — ``docs/configuration.md``, generated from the schema (not
+  imported here, so that ``python -m`` runs it cleanly).
+"""
+
+from __future__ import annotations
+
+from .checks import (
+    InvalidReferenceError,
+    check_recipe,
+    load_recipe_config,
+    resolve_reference,
+    worst_case_seconds,
+)
+from .merge import (
+    MergedBlock,
+    PolicyCycleError,
+    UnknownPolicyError,
+    effective_step_block,
+    merge_layers,
+)
+from .models import (
+    BulkheadConfig,
+    Channel,
+    CircuitBreakerConfig,
+    ClassificationMatch,
+    ClassificationRule,
+    DetectConfig,
+    EmailChannel,
+    ErrorsConfig,
+    FallbackConfig,
+    LogChannel,
+    NotificationsConfig,
+    RecipeErrorHandling,
+    RetryConfig,
+    RollbackConfig,
+    Route,
+    RouteMatch,
+    ScriptletRef,
+    SlackChannel,
+    StepErrorHandling,
+    TimeoutConfig,
+    WebhookChannel,
+)
+from .schema import (
+    PATTERN_HELP,
+    error_handling_defs,
+    error_handling_schema,
+    recipe_block_schema,
+    render_error_handling_schema,
+    step_block_schema,
+)
+
+__all__ = [
+    "PATTERN_HELP",
+    "BulkheadConfig",
+    "Channel",
+    "CircuitBreakerConfig",
+    "ClassificationMatch",
+    "ClassificationRule",
+    "DetectConfig",
+    "EmailChannel",
+    "ErrorsConfig",
+    "FallbackConfig",
+    "InvalidReferenceError",
+    "LogChannel",
+    "MergedBlock",
+    "NotificationsConfig",
+    "PolicyCycleError",
+    "RecipeErrorHandling",
+    "RetryConfig",
+    "RollbackConfig",
+    "Route",
+    "RouteMatch",
+    "ScriptletRef",
+    "SlackChannel",
+    "StepErrorHandling",
+    "TimeoutConfig",
+    "UnknownPolicyError",
+    "WebhookChannel",
+    "check_recipe",
+    "effective_step_block",
+    "error_handling_defs",
+    "error_handling_schema",
+    "load_recipe_config",
+    "merge_layers",
+    "recipe_block_schema",
+    "render_error_handling_schema",
+    "resolve_reference",
+    "step_block_schema",
+    "worst_case_seconds",
+]

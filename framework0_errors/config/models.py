@@ -1,0 +1,659 @@
+"""The ``error_handling:`` blocks as frozen pydantic models: the one source of truth.
+
+The JSON Schema (:mod:`.schema`) and the reference documentation
+(:mod:`.reference`) are generated from these classes, so a key exists, has a
+default and a description in exactly one place. Every model is strict (no
+``"3"`` for ``3``), frozen and rejects unknown keys. Durations are seconds.
+
+A field typed ``X | None`` whose description says "null" accepts an explicit
+``null``; that is how a step switches off a policy it would inherit from
+``defaults`` or a ``use:`` policy. Fields typed :data:`Absent` may be left out
+but not written as ``null``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
+
+__all__ = [
+    "CATEGORIES",
+    "SEVERITIES",
+    "BulkheadConfig",
+    "Channel",
+    "CircuitBreakerConfig",
+    "ClassificationMatch",
+    "ClassificationRule",
+    "DetectConfig",
+    "EmailChannel",
+    "ErrorsConfig",
+    "FallbackConfig",
+    "LogChannel",
+    "NotificationsConfig",
+    "RecipeErrorHandling",
+    "RetryConfig",
+    "RollbackConfig",
+    "Route",
+    "RouteMatch",
+    "ScriptletRef",
+    "SlackChannel",
+    "StepErrorHandling",
+    "TimeoutConfig",
+    "WebhookChannel",
+]
+
+CATEGORIES = ("SYSTEM", "NETWORK", "VALIDATION", "BUSINESS", "SECURITY", "FRAMEWORK", "UNKNOWN")
+SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL", "FATAL")
+
+Category = Literal[
+    "SYSTEM", "NETWORK", "VALIDATION", "BUSINESS", "SECURITY", "FRAMEWORK", "UNKNOWN"
+]
+Severity = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL", "FATAL"]
+OnFailure = Literal["fail", "continue", "rollback"]
+Outcome = Literal["failed", "recovered", "rolled_back", "breaker_opened", "breaker_closed"]
+
+# Patterns are ASCII-only and use no flags or lookarounds, so that Python
+# (jsonschema, pydantic), ECMA-262 (editors) and Rust regex read them alike.
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_DOTTED = rf"{_IDENT}(?:\.{_IDENT})*"
+_ANY_CASE = "".join(f"[{c.upper()}{c.lower()}]" for c in "category")
+_CATEGORY_ANY_CASE = "|".join(
+    "".join(f"[{c.upper()}{c.lower()}]" for c in name) for name in CATEGORIES
+)
+SELECTOR_PATTERN = rf"^(?:{_DOTTED}|{_ANY_CASE}:(?:{_CATEGORY_ANY_CASE}))$"
+DOTTED_PATTERN = rf"^{_DOTTED}$"
+REFERENCE_PATTERN = rf"^{_DOTTED}(?::{_IDENT})?$"
+FUNCTION_PATTERN = rf"^{_IDENT}$"
+
+_T = TypeVar("_T")
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema counts 3.0 as an integer; strict pydantic would not.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _not_null(value: _T) -> _T:
+    if value is None:
+        raise ValueError("must not be null; leave the key out instead")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_integral)]
+Name = Annotated[str, StringConstraints(min_length=1)]
+Selector = Annotated[str, StringConstraints(pattern=SELECTOR_PATTERN)]
+DottedName = Annotated[str, StringConstraints(pattern=DOTTED_PATTERN)]
+FunctionName = Annotated[str, StringConstraints(pattern=FUNCTION_PATTERN)]
+Regex = Annotated[str, Field(json_schema_extra={"format": "regex"})]
+Absent = SkipJsonSchema[None]
+"""The ``None`` of a key that may be left out but not written as ``null``."""
+
+_SELECTOR_HELP = (
+    "Error selectors: an error name, builtin (`ConnectionError`) or dotted "
+    "(`requests.exceptions.Timeout`), matched against the exception's whole MRO by "
+    "qualified or simple name; or a category, `category:NETWORK` (case-insensitive)."
+)
+
+
+class _Model(BaseModel):
+    """Shared configuration of every config model."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", strict=True, regex_engine="python-re", validate_default=False
+    )
+
+    merge_exclusive: ClassVar[tuple[frozenset[str], ...]] = ()
+    """Groups of alternative keys: a layer setting one drops the others set below it."""
+
+
+def _check_regex(value: str | None, what: str) -> None:
+    if value is None:
+        return
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"{what} is not a valid regular expression: {exc}") from None
+
+
+# ---------------------------------------------------------------- step-level policies
+
+
+class RetryConfig(_Model):
+    """Call the step again after a failure, waiting between attempts."""
+
+    max_attempts: Int = Field(
+        default=3,
+        ge=1,
+        description="Total attempts including the first (1 = no retry).",
+        examples=[3, 5],
+    )
+    backoff_strategy: Literal["fixed", "linear", "exponential"] = Field(
+        default="exponential",
+        description="How the wait grows: `fixed` waits `initial_delay` every time, `linear` "
+        "`initial_delay * n`, `exponential` `initial_delay * multiplier^(n-1)`.",
+        examples=["exponential", "fixed"],
+    )
+    initial_delay: float = Field(
+        default=1.0, ge=0, description="Seconds to wait before the first retry.", examples=[0.5, 2]
+    )
+    multiplier: float = Field(
+        default=2.0, ge=1, description="Growth factor of `exponential` backoff.", examples=[2, 1.5]
+    )
+    max_delay: float = Field(
+        default=60.0, ge=0, description="Cap in seconds on any one wait.", examples=[30, 60]
+    )
+    jitter: Literal["none", "full", "equal"] = Field(
+        default="none",
+        description="Randomise waits (AWS Architecture Blog definitions): `full` draws from "
+        "[0, delay], `equal` from [delay/2, delay].",
+        examples=["full"],
+    )
+    retry_on: list[Selector] | None = Field(
+        default=None,
+        description="Errors worth retrying; null retries transient errors only. " + _SELECTOR_HELP,
+        examples=[["ConnectionError", "TimeoutError"], ["category:NETWORK"]],
+    )
+    give_up_on: list[Selector] = Field(
+        default=[],
+        description="Errors never retried, even when `retry_on` selects them. " + _SELECTOR_HELP,
+        examples=[["PermissionError", "category:VALIDATION"]],
+    )
+    deadline: float | None = Field(
+        default=None,
+        gt=0,
+        description="Total seconds across all attempts and waits; null for no limit.",
+        examples=[120],
+    )
+
+
+class ScriptletRef(_Model):
+    """Python code named by module and function, like a step's own `module`/`function`."""
+
+    module: DottedName = Field(
+        description="Dotted module path, importable beside the recipe.",
+        examples=["business_logic.data_processor_fallback"],
+    )
+    function: Annotated[FunctionName | Absent, BeforeValidator(_not_null)] = Field(
+        default=None,
+        description="Class or function in `module`; left out, the step's own `function`.",
+        examples=["ProcessDataFallback"],
+    )
+
+
+Reference = Annotated[str, StringConstraints(pattern=REFERENCE_PATTERN)] | ScriptletRef
+_REFERENCE_HELP = (
+    "`pkg.mod` (the step's own `function` in that module), `pkg.mod:Name`, or a mapping "
+    "`{module, function}`."
+)
+
+
+class FallbackConfig(_Model):
+    """When the step still fails, call other code or write static values instead.
+
+    Give exactly one of `scriptlet` and `value`.
+    """
+
+    merge_exclusive = (frozenset({"scriptlet", "value"}),)
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["scriptlet"]}, {"required": ["value"]}]}
+    )
+
+    scriptlet: Annotated[Reference | Absent, BeforeValidator(_not_null)] = Field(
+        default=None,
+        description="Code run instead of the step: " + _REFERENCE_HELP + " Give it or `value`.",
+        examples=["business_logic.data_processor_fallback", "pkg.fallbacks:CachedData"],
+    )
+    args: dict[str, JsonValue] = Field(
+        default={},
+        description="Arguments for the fallback scriptlet.",
+        examples=[{"source": "cache"}],
+    )
+    value: Annotated[dict[str, JsonValue] | Absent, BeforeValidator(_not_null)] = Field(
+        default=None,
+        description="Context keys and the values to write instead of calling code. "
+        "Give it or `scriptlet`.",
+        examples=[{"processed_data": []}],
+    )
+    on: list[Selector] | None = Field(
+        default=None,
+        description="Errors that trigger the fallback; null for any error. " + _SELECTOR_HELP,
+        examples=[["category:NETWORK", "CircuitOpenError"]],
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FallbackConfig:
+        if (self.scriptlet is None) == (self.value is None):
+            raise ValueError("give exactly one of 'scriptlet' and 'value'")
+        return self
+
+
+class CircuitBreakerConfig(_Model):
+    """Stop calling a failing dependency for a while; shared by name."""
+
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Breakers are shared by name across steps, runs and processes; "
+        "null means the step name.",
+        examples=["orders_api"],
+    )
+    failure_threshold: Int = Field(
+        default=5, ge=1, description="Consecutive failures that open the breaker.", examples=[5]
+    )
+    recovery_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds open before a half-open trial.", examples=[60, 30]
+    )
+    half_open_max_calls: Int = Field(
+        default=1, ge=1, description="Trial calls allowed while half-open.", examples=[1]
+    )
+
+
+class TimeoutConfig(_Model):
+    """Limit one attempt of the step."""
+
+    seconds: float = Field(gt=0, description="Seconds one attempt may take.", examples=[30, 2.5])
+
+
+class BulkheadConfig(_Model):
+    """Limit how many executions run at once; shared by name."""
+
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Bulkheads are shared by name across steps, runs and processes; "
+        "null means the step name.",
+        examples=["database"],
+    )
+    max_concurrent: Int = Field(
+        default=1, ge=1, description="Executions allowed at the same time.", examples=[4]
+    )
+    max_wait: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds to wait for a free slot before giving up.",
+        examples=[10],
+    )
+
+
+class RollbackConfig(_Model):
+    """Compensation run if a later failure rolls the recipe back."""
+
+    scriptlet: Reference = Field(
+        description="Code that undoes the step: " + _REFERENCE_HELP,
+        examples=["business_logic.orders:CancelOrder"],
+    )
+    args: dict[str, JsonValue] = Field(
+        default={},
+        description="Arguments for the rollback scriptlet.",
+        examples=[{"reason": "rollback"}],
+    )
+    retry: RetryConfig | None = Field(
+        default=None,
+        description="Retry the rollback itself; null for a single attempt.",
+        examples=[{"max_attempts": 3}],
+    )
+
+
+class StepErrorHandling(_Model):
+    """How failures of one step are handled: the step's `error_handling:` block."""
+
+    use: Name | list[Name] | None = Field(
+        default=None,
+        description="Recipe-level policy name, or list of names, applied in order over "
+        "`defaults` and under this block.",
+        examples=["network_call", ["network_call", "slow_service"]],
+    )
+    retry: RetryConfig | None = Field(
+        default=None, description="Retry policy; null for none.", examples=[{"max_attempts": 3}]
+    )
+    fallback: FallbackConfig | None = Field(
+        default=None,
+        description="Fallback policy; null for none.",
+        examples=[{"scriptlet": "pkg.fallback"}],
+    )
+    circuit_breaker: CircuitBreakerConfig | None = Field(
+        default=None,
+        description="Circuit breaker; null for none.",
+        examples=[{"failure_threshold": 5}],
+    )
+    timeout: TimeoutConfig | None = Field(
+        default=None, description="Per-attempt timeout; null for none.", examples=[{"seconds": 30}]
+    )
+    bulkhead: BulkheadConfig | None = Field(
+        default=None,
+        description="Concurrency limit; null for none.",
+        examples=[{"max_concurrent": 2}],
+    )
+    rollback: RollbackConfig | None = Field(
+        default=None,
+        description="Compensation code; null for none.",
+        examples=[{"scriptlet": "pkg.undo"}],
+    )
+    on_failure: OnFailure | None = Field(
+        default=None,
+        description="Once every recovery is spent: `fail` the recipe, `continue` with "
+        "independent steps, or `rollback` completed steps; null means the recipe's setting.",
+        examples=["continue"],
+    )
+    notify: list[Name] = Field(
+        default=[],
+        description="Notification channels told when this step's failure is final.",
+        examples=[["ops_slack"]],
+    )
+
+
+# ---------------------------------------------------------------- recipe-level settings
+
+
+class ClassificationMatch(_Model):
+    """Conditions of a classification rule; give one or more, and every one given must hold."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    exception: Annotated[DottedName | Absent, BeforeValidator(_not_null)] = Field(
+        default=None,
+        description="Error name, matched over the exception's MRO by qualified or simple name.",
+        examples=["psycopg.errors.DeadlockDetected"],
+    )
+    message: Annotated[Regex | Absent, BeforeValidator(_not_null)] = Field(
+        default=None,
+        description="Regular expression searched case-insensitively in the error message.",
+        examples=["rate limit|quota"],
+    )
+    return_code: Annotated[Int | Absent, BeforeValidator(_not_null)] = Field(
+        default=None, description="The step's non-zero return code.", examples=[3]
+    )
+
+    @model_validator(mode="after")
+    def _some_condition(self) -> ClassificationMatch:
+        if self.exception is None and self.message is None and self.return_code is None:
+            raise ValueError("give one or more of 'exception', 'message', 'return_code'")
+        _check_regex(self.message, "'message'")
+        return self
+
+
+class ClassificationRule(_Model):
+    """An extra classification rule: `match` and one or more of the fields it sets.
+
+    Rules are tried in order, before the built-in ones; the first that matches wins.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 2})
+
+    match: ClassificationMatch = Field(
+        description="Which errors the rule applies to.", examples=[{"message": "rate limit"}]
+    )
+    category: Annotated[Category | Absent, BeforeValidator(_not_null)] = Field(
+        default=None, description="Category to give matching errors.", examples=["NETWORK"]
+    )
+    severity: Annotated[Severity | Absent, BeforeValidator(_not_null)] = Field(
+        default=None, description="Severity to give matching errors.", examples=["HIGH"]
+    )
+    transient: Annotated[bool | Absent, BeforeValidator(_not_null)] = Field(
+        default=None, description="Whether matching errors are worth retrying.", examples=[True]
+    )
+    hint: Annotated[str | Absent, BeforeValidator(_not_null)] = Field(
+        default=None,
+        description="What to do about it, shown in reports.",
+        examples=["Check the API quota"],
+    )
+
+    @model_validator(mode="after")
+    def _some_outcome(self) -> ClassificationRule:
+        if (self.category, self.severity, self.transient, self.hint) == (None,) * 4:
+            raise ValueError("set one or more of 'category', 'severity', 'transient', 'hint'")
+        return self
+
+
+class DetectConfig(_Model):
+    """Which log records count as errors when scanning a run's logs."""
+
+    level: Literal["WARNING", "ERROR", "CRITICAL"] = Field(
+        default="ERROR",
+        description="Lowest log level that counts as an error.",
+        examples=["WARNING"],
+    )
+    patterns: list[Regex] = Field(
+        default=[],
+        description="Regular expressions; a log message matching one counts as an error.",
+        examples=[["(?i)deadlock", "retrying in \\d+s"]],
+    )
+
+    @model_validator(mode="after")
+    def _compiles(self) -> DetectConfig:
+        for index, pattern in enumerate(self.patterns):
+            _check_regex(pattern, f"patterns[{index}]")
+        return self
+
+
+class ErrorsConfig(_Model):
+    """How errors are recorded in the Context."""
+
+    keep: Int = Field(
+        default=20, ge=1, description="Error records kept per step (the newest).", examples=[50]
+    )
+    redact_keys: list[Name] = Field(
+        default=[],
+        description="Extra key patterns whose values are secrets, hidden in records and logs.",
+        examples=[["api_token", "*_secret"]],
+    )
+    detect: DetectConfig = Field(
+        default=DetectConfig.model_validate({}),
+        description="Error detection in logs.",
+        examples=[{"level": "WARNING"}],
+    )
+
+
+# ---------------------------------------------------------------- notifications
+
+_TIMEOUT_HELP = "Seconds one delivery attempt may take."
+_ENV_HELP = " May contain `${ENV_VAR}` references, resolved when sending."
+
+
+class LogChannel(_Model):
+    """Write notifications to a Python logger."""
+
+    type: Literal["log"] = Field(description="Channel kind.", examples=["log"])
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="ERROR", description="Log level of the records.", examples=["WARNING"]
+    )
+    logger: Name = Field(
+        default="framework0.notifications", description="Logger name.", examples=["acme.alerts"]
+    )
+
+
+class WebhookChannel(_Model):
+    """POST each notification as JSON to a URL."""
+
+    type: Literal["webhook"] = Field(description="Channel kind.", examples=["webhook"])
+    url: Name = Field(
+        description="Where to POST." + _ENV_HELP, examples=["https://hooks.example.com/${HOOK_ID}"]
+    )
+    headers: dict[str, str] = Field(
+        default={},
+        description="Extra HTTP headers." + _ENV_HELP,
+        examples=[{"Authorization": "Bearer ${HOOK_TOKEN}"}],
+    )
+    timeout: float = Field(default=5.0, gt=0, description=_TIMEOUT_HELP, examples=[10])
+
+
+class SlackChannel(_Model):
+    """Post each notification to a Slack incoming webhook."""
+
+    type: Literal["slack"] = Field(description="Channel kind.", examples=["slack"])
+    webhook_url: Name = Field(
+        description="The incoming-webhook URL; a secret, so give it as `${ENV_VAR}`.",
+        examples=["${SLACK_WEBHOOK_URL}"],
+    )
+    timeout: float = Field(default=5.0, gt=0, description=_TIMEOUT_HELP, examples=[10])
+
+
+class EmailChannel(_Model):
+    """Send each notification as an e-mail over SMTP."""
+
+    type: Literal["email"] = Field(description="Channel kind.", examples=["email"])
+    host: Name = Field(
+        description="SMTP server host name." + _ENV_HELP, examples=["smtp.example.com"]
+    )
+    port: Int = Field(default=25, ge=1, le=65535, description="SMTP server port.", examples=[587])
+    starttls: bool = Field(
+        default=False, description="Upgrade the connection with STARTTLS.", examples=[True]
+    )
+    username: Name | None = Field(
+        default=None,
+        description="SMTP login; null for none." + _ENV_HELP,
+        examples=["${SMTP_USER}"],
+    )
+    password: Name | None = Field(
+        default=None,
+        description="SMTP password; null for none." + _ENV_HELP,
+        examples=["${SMTP_PASSWORD}"],
+    )
+    from_addr: Name = Field(
+        alias="from", description="Sender address.", examples=["framework0@example.com"]
+    )
+    to: list[Name] = Field(
+        min_length=1, description="Recipient addresses.", examples=[["ops@example.com"]]
+    )
+    subject: Name = Field(
+        default="[framework0] {recipe}: {step} {outcome}",
+        description="Subject template; `{recipe}`, `{step}`, `{outcome}`, `{category}` and "
+        "`{severity}` are filled in.",
+        examples=["[{severity}] {step} {outcome}"],
+    )
+    timeout: float = Field(default=10.0, gt=0, description=_TIMEOUT_HELP, examples=[30])
+
+
+Channel = Annotated[
+    LogChannel | WebhookChannel | SlackChannel | EmailChannel, Field(discriminator="type")
+]
+
+
+class RouteMatch(_Model):
+    """Which notifications a route takes; every condition given must hold."""
+
+    min_severity: Severity | None = Field(
+        default=None, description="Lowest severity taken; null for any.", examples=["HIGH"]
+    )
+    severity: list[Severity] | None = Field(
+        default=None,
+        description="Severities taken; null for any.",
+        examples=[["CRITICAL", "FATAL"]],
+    )
+    categories: list[Category] | None = Field(
+        default=None,
+        description="Categories taken; null for any.",
+        examples=[["NETWORK", "SECURITY"]],
+    )
+    steps: list[Name] | None = Field(
+        default=None, description="Step names taken; null for any.", examples=[["load_orders"]]
+    )
+    outcomes: list[Outcome] | None = Field(
+        default=None,
+        description="Events taken: `failed` (final failure), `recovered`, `rolled_back`, "
+        "`breaker_opened`, `breaker_closed`; null for any.",
+        examples=[["failed", "breaker_opened"]],
+    )
+
+
+class Route(_Model):
+    """Send matching notifications to channels."""
+
+    match: RouteMatch = Field(
+        default=RouteMatch.model_validate({}),
+        json_schema_extra={"default": {}},
+        description="Conditions; left out, every notification.",
+        examples=[{"min_severity": "HIGH"}],
+    )
+    channels: list[Name] = Field(
+        min_length=1, description="Names of channels in `channels`.", examples=[["ops_slack"]]
+    )
+
+
+class NotificationsConfig(_Model):
+    """Channels that tell people about failures, and routes that pick them."""
+
+    channels: dict[str, Channel] = Field(
+        default={},
+        description="Channels by name, each with a `type`: `log`, `webhook`, `slack` or `email`.",
+        examples=[{"ops_slack": {"type": "slack", "webhook_url": "${SLACK_WEBHOOK_URL}"}}],
+    )
+    routes: list[Route] = Field(
+        default=[],
+        description="Routes tried for every notification; each matching route sends it to "
+        "its channels. Steps' `notify` channels are added for their final failures.",
+        examples=[[{"match": {"min_severity": "CRITICAL"}, "channels": ["ops_email"]}]],
+    )
+    window: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds over which repeats of the same error are aggregated into one message.",
+        examples=[300],
+    )
+    flush_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds to wait at the end of a run for pending notifications.",
+        examples=[10],
+    )
+    send_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds one notification may take on one channel, across its retries.",
+        examples=[60],
+    )
+    send_retries: Int = Field(
+        default=2, ge=0, description="Extra delivery attempts after a failed send.", examples=[3]
+    )
+
+
+# ---------------------------------------------------------------- recipe level
+
+
+class RecipeErrorHandling(_Model):
+    """Recipe-wide error handling: the recipe's top-level `error_handling:` block."""
+
+    defaults: StepErrorHandling | None = Field(
+        default=None,
+        description="Merged under every step's block, key by key; the step wins. May `use` "
+        "policies too.",
+        examples=[{"retry": {"max_attempts": 2}}],
+    )
+    policies: dict[str, StepErrorHandling] = Field(
+        default={},
+        description="Named blocks that steps (and other policies) apply with `use`.",
+        examples=[{"network_call": {"retry": {"retry_on": ["category:NETWORK"]}}}],
+    )
+    classification: list[ClassificationRule] = Field(
+        default=[],
+        description="Extra classification rules, tried in order before the built-in ones.",
+        examples=[[{"match": {"message": "rate limit"}, "category": "NETWORK", "transient": True}]],
+    )
+    notifications: NotificationsConfig | None = Field(
+        default=None,
+        description="Notification channels and routes; null for none.",
+        examples=[{"channels": {"ops_log": {"type": "log"}}}],
+    )
+    on_failure: OnFailure = Field(
+        default="fail",
+        description="What a step's final failure does unless the step says otherwise.",
+        examples=["rollback"],
+    )
+    errors: ErrorsConfig = Field(
+        default=ErrorsConfig.model_validate({}),
+        description="How errors are recorded.",
+        examples=[{"keep": 50}],
+    )
