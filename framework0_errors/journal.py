@@ -1,0 +1,133 @@
+"""Write error records and recovery state into the Context, and tell other plugins."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .classify import Classification, Classifier
+from .detect import DetectedLogError
+from .orchestrator import Context, Invocation, Run
+from .records import ErrorRecord
+from .redact import Redactor
+from .stores.base import BreakerSnapshot
+
+__all__ = ["WHO", "ErrorJournal"]
+
+WHO = "framework0.error_handling"
+"""The ``who`` of every Context write this plugin makes."""
+
+
+class ErrorJournal:
+    """Keeps ``errors.<step>`` (the newest ``keep`` records) and ``recovery.<step>``.
+
+    One per run. Every recorded error is also emitted as a
+    ``framework0_step_error`` hook event carrying its JSON record.
+    """
+
+    def __init__(
+        self,
+        run: Run,
+        *,
+        classifier: Classifier,
+        redactor: Redactor,
+        keep: int,
+        wall: Callable[[], float],
+    ) -> None:
+        self.run = run
+        self.context: Context = run.context
+        self.classifier = classifier
+        self.redactor = redactor
+        self.keep = keep
+        self.wall = wall
+        self._lock = threading.Lock()
+        self._kept: dict[str, list[dict[str, Any]]] = {}
+        self.last: dict[str, ErrorRecord] = {}
+        """The newest record of each step, for notifications and reports."""
+
+    def classify(self, exc: BaseException) -> Classification:
+        """Classify ``exc`` with the recipe's rules, then the built-in ones."""
+        return self.classifier.classify(exc)
+
+    def record(
+        self,
+        invocation: Invocation | None,
+        step: str,
+        exc: BaseException,
+        *,
+        attempt: int,
+        redactor: Redactor | None = None,
+        classification: Classification | None = None,
+    ) -> ErrorRecord:
+        """Record one failed attempt of ``step`` and emit the hook event."""
+        record = ErrorRecord.from_exception(
+            exc,
+            classification=classification or self.classify(exc),
+            run_id=self.run.run_id,
+            recipe=self.run.recipe.name,
+            step=step,
+            attempt=attempt,
+            redactor=redactor or self.redactor,
+            clock=self.wall,
+        )
+        data = self._keep(step, record)
+        if invocation is not None:
+            self.run.report_step_error(invocation, exc, attempt=attempt, record=data)
+        else:
+            self.run.hook.framework0_step_error(
+                run=self.run,
+                step=self.run.recipe.step(step),
+                error=exc,
+                attempt=attempt,
+                record=data,
+            )
+        return record
+
+    def record_detected(
+        self,
+        step: str,
+        found: Sequence[DetectedLogError],
+        *,
+        attempt: int,
+        redactor: Redactor | None = None,
+    ) -> None:
+        """Record errors a step logged while it ran (even when it succeeded)."""
+        for item in found:
+            record = ErrorRecord.from_detected(
+                item,
+                classifier=self.classifier,
+                run_id=self.run.run_id,
+                recipe=self.run.recipe.name,
+                step=step,
+                attempt=attempt,
+                redactor=redactor or self.redactor,
+            )
+            self._keep(step, record)
+
+    def set_recovery(self, step: str, state: Mapping[str, Any]) -> None:
+        """Write ``recovery.<step>``."""
+        self.context.set(f"recovery.{step}", dict(state), who=WHO)
+
+    def set_breaker(self, snapshot: BreakerSnapshot) -> None:
+        """Write ``circuit_breakers.<name>`` from a breaker's snapshot."""
+        self.context.set(
+            f"circuit_breakers.{snapshot.name}",
+            {
+                "state": snapshot.state,
+                "consecutive_failures": snapshot.consecutive_failures,
+                "opened_at": snapshot.opened_at,
+                "half_open_at": snapshot.half_open_at,
+            },
+            who=WHO,
+        )
+
+    def _keep(self, step: str, record: ErrorRecord) -> dict[str, Any]:
+        data = record.to_dict()
+        with self._lock:
+            kept = self._kept.setdefault(step, [])
+            kept.append(data)
+            del kept[: -self.keep]
+            self.last[step] = record
+            self.context.set(f"errors.{step}", kept, who=WHO)
+        return data

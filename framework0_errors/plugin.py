@@ -1,0 +1,123 @@
+"""The error-handling plugin: attaches ``error_handling:`` blocks to the host.
+
+Registered in the ``framework0`` entry-point group as ``error_handling``.
+It claims the ``error_handling`` key at recipe and step level, validates
+what a schema cannot, and wraps every step in its chain.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .chain import StepChain, bare_step
+from .config import (
+    check_recipe,
+    error_handling_defs,
+    load_recipe_config,
+    recipe_block_schema,
+    step_block_schema,
+)
+from .explain import describe_chain
+from .orchestrator import (
+    Context,
+    KeyClaim,
+    Problem,
+    Recipe,
+    Run,
+    Step,
+    StepMiddleware,
+    StepResult,
+    hookimpl,
+)
+from .runtime import PLUGIN, RunState, start_run_state
+
+__all__ = [
+    "framework0_claim_keys",
+    "framework0_describe_step",
+    "framework0_failure_policy",
+    "framework0_run_end",
+    "framework0_run_start",
+    "framework0_step_end",
+    "framework0_step_middleware",
+    "framework0_validate_recipe",
+]
+
+KEY = "error_handling"
+MIDDLEWARE_ORDER = 100
+
+
+@hookimpl
+def framework0_claim_keys() -> list[KeyClaim]:
+    """Claim ``error_handling`` at recipe and at step level."""
+    defs = error_handling_defs()
+    return [
+        KeyClaim(KEY, "recipe", recipe_block_schema(), defs),
+        KeyClaim(KEY, "step", step_block_schema(), defs),
+    ]
+
+
+@hookimpl
+def framework0_validate_recipe(recipe: Recipe) -> list[Problem]:
+    """Check merged blocks, references, delays, shared names and channels."""
+    return check_recipe(recipe.raw, recipe.locator)
+
+
+@hookimpl
+def framework0_describe_step(recipe: Recipe, step: Step) -> str | None:
+    """Describe the step's effective chain after ``defaults`` and ``use``."""
+    _, blocks = load_recipe_config(recipe.raw, locator=recipe.locator)
+    block = blocks.get(step.name)
+    return describe_chain(block, step_name=step.name) if block is not None else None
+
+
+@hookimpl
+def framework0_run_start(run: Run) -> None:
+    """Parse the recipe's error handling once and set up the run's shared state."""
+    recipe_config, blocks = load_recipe_config(run.recipe.raw, locator=run.recipe.locator)
+    start_run_state(run, recipe_config, blocks)
+
+
+@hookimpl
+def framework0_step_middleware(run: Run, step: Step) -> list[StepMiddleware]:
+    """Wrap the step in its chain (or, without a block, in error recording only)."""
+    state = _state(run)
+    block = state.blocks.get(step.name)
+    call = bare_step(state, step) if block is None else StepChain(step, block, state)
+    return [StepMiddleware(KEY, call, order=MIDDLEWARE_ORDER)]
+
+
+@hookimpl
+def framework0_failure_policy(run: Run, step: Step) -> str:
+    """Stop the recipe (``fail``, ``rollback``) or go on (``continue``)."""
+    return "continue" if _state(run).on_failure(step.name) == "continue" else "stop"
+
+
+@hookimpl
+def framework0_step_end(run: Run, step: Step, result: StepResult) -> None:
+    """Redact secrets in the step's error text; note skipped steps with blocks."""
+    state = _state(run)
+    if result.error is not None:
+        result.error = state.redactor_for(step.args).redact_text(result.error)
+    if result.status == "skipped" and state.blocks.get(step.name) is not None:
+        state.journal.set_recovery(
+            step.name,
+            {"attempts": 0, "outcome": "skipped", "strategy": None, "duration": 0.0},
+        )
+
+
+@hookimpl
+def framework0_run_end(run: Run, context: Context, report: dict[str, Any]) -> None:
+    """Write the final state of every breaker the run used."""
+    state = _state(run)
+    now = state.timing.wall()
+    for name in sorted(state.breakers):
+        state.journal.set_breaker(state.store.snapshot(name, now=now))
+    if state.breakers:
+        report["circuit_breakers"] = {
+            name: context.get(f"circuit_breakers.{name}") for name in sorted(state.breakers)
+        }
+
+
+def _state(run: Run) -> RunState:
+    state: RunState = run.extras[PLUGIN]
+    return state
