@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .classify import Selector, parse_selector
 from .config import FallbackConfig, StepErrorHandling, resolve_reference
-from .detect import capture_log_errors
 from .orchestrator import (
     Invocation,
     MissingContextKeys,
@@ -22,208 +20,105 @@ from .orchestrator import (
     StepReturnedNonZero,
     resolve_callable,
 )
-from .orchestrator.problems import Framework0Error
-from .policies import (
-    BackoffSettings,
-    Bulkhead,
-    BulkheadFullError,
-    CircuitBreaker,
-    CircuitOpenError,
-    Retry,
-    StepTimeoutError,
-    Timeout,
-)
+from .pipeline import Abandon, FallbackFailedError, Pipeline, Tally
+from .policies import BulkheadFullError, CircuitOpenError, StepTimeoutError
 from .runtime import RunState
 
 __all__ = ["FallbackFailedError", "StepChain", "bare_step"]
 
 
-class FallbackFailedError(Framework0Error):
-    """The step failed, and so did its fallback; both errors are chained."""
-
-    __module__ = "framework0_errors"
-
-    def __init__(self, step: str, original: BaseException, fallback: BaseException) -> None:
-        self.step = step
-        self.original = original
-        self.fallback = fallback
-        super().__init__(
-            f"step '{step}' failed ({type(original).__name__}: {original}) and its fallback "
-            f"failed too ({type(fallback).__name__}: {fallback})"
-        )
-
-
 def bare_step(state: RunState, step: Step) -> Callable[[Invocation, Next], None]:
     """Return the middleware of a step without error handling: detect and record only."""
     journal = state.journal
+    watch = state.log_watch
 
     def middleware(invocation: Invocation, call_next: Next) -> None:
-        with capture_log_errors(level=state.detect_level, patterns=state.detect_patterns) as found:
-            try:
-                call_next(invocation)
-            except Exception as exc:
-                journal.record(invocation, step.name, exc, attempt=1)
-                raise
-            finally:
-                if found:
-                    journal.record_detected(step.name, found, attempt=1)
+        found = watch.start()
+        try:
+            call_next(invocation)
+        except Exception as exc:
+            journal.record(invocation, step.name, exc, attempt=1)
+            state.notify("failed", step=step.name, attempts=1)
+            raise
+        finally:
+            watch.stop(found)
+            if found:
+                journal.record_detected(step.name, found, attempt=1)
 
     return middleware
 
 
 class StepChain:
-    """The composed policies of one step for one run; call it as middleware."""
+    """The pipeline of one step for one run, as host middleware.
+
+    Adds what a recipe step needs around :class:`~framework0_errors.pipeline.Pipeline`:
+    a fenced Context view per timed attempt, error records, log detection,
+    ``recovery.<step>`` and the step line's detail.
+    """
 
     def __init__(self, step: Step, block: StepErrorHandling, state: RunState) -> None:
         self.step = step
-        self.block = block
         self.state = state
         self.redactor = state.redactor_for(step.args)
-        clocks = state.timing
-        self.retry: Retry | None = None
-        if block.retry is not None:
-            cfg = block.retry
-            self.retry_on = _selectors(cfg.retry_on)
-            self.give_up_on = _selectors(cfg.give_up_on) or ()
-            self.retry = Retry(
-                max_attempts=cfg.max_attempts,
-                backoff=BackoffSettings(
-                    strategy=cfg.backoff_strategy,
-                    initial_delay=cfg.initial_delay,
-                    multiplier=cfg.multiplier,
-                    max_delay=cfg.max_delay,
-                    jitter=cfg.jitter,
-                ),
-                should_retry=self._should_retry,
-                deadline=cfg.deadline,
-                clock=clocks.monotonic,
-                sleep=clocks.sleep,
-            )
-        self.breaker: CircuitBreaker | None = None
-        if block.circuit_breaker is not None:
-            cb = block.circuit_breaker
-            name = cb.name or step.name
-            state.breakers.add(name)
-            self.breaker = CircuitBreaker(
-                name,
-                failure_threshold=cb.failure_threshold,
-                recovery_timeout=cb.recovery_timeout,
-                half_open_max_calls=cb.half_open_max_calls,
-                store=state.store,
-                clock=clocks.wall,
-                counts_as_failure=_counts_for_breaker,
-                on_state_change=self._breaker_changed,
-            )
-        self.bulkhead: Bulkhead | None = None
-        if block.bulkhead is not None:
-            bh = block.bulkhead
-            self.bulkhead = Bulkhead(
-                bh.name or step.name,
-                max_concurrent=bh.max_concurrent,
-                max_wait=bh.max_wait,
-                store=state.store,
-                clock=clocks.wall,
-                sleep=clocks.sleep,
-            )
-        self.timeout_seconds = block.timeout.seconds if block.timeout is not None else None
         self.fallback = block.fallback
-        self.fallback_on = _selectors(block.fallback.on) if block.fallback is not None else None
         self.fallback_call = _fallback_callable(block.fallback, step)
-
-    # ------------------------------------------------------------------ the chain
+        self.notify_channels = tuple(block.notify)
+        self.pipeline: Pipeline[None] = Pipeline(
+            block,
+            name=step.name,
+            breaker_store=state.store,
+            bulkhead_store=state.store,
+            timing=state.timing,
+            classify=state.journal.classify,
+            on_breaker_change=self._breaker_changed,
+        )
+        if self.pipeline.breaker is not None:
+            state.breakers.add(self.pipeline.breaker.name)
 
     def __call__(self, invocation: Invocation, call_next: Next) -> None:
-        clocks = self.state.timing
-        started = clocks.monotonic()
-        attempts = 0
+        started = self.state.timing.monotonic()
+        tally = Tally()
+        journal, name, redactor = self.state.journal, self.step.name, self.redactor
 
-        def attempt() -> None:
-            nonlocal attempts
-            attempts += 1
-            number = attempts
-            try:
-                self._guarded(invocation, call_next, number)
-            except Exception as exc:
-                self.state.journal.record(
-                    invocation, self.step.name, exc, attempt=number, redactor=self.redactor
-                )
-                raise
+        timed = self.pipeline.timeout_seconds is not None
+
+        def attempt(number: int, abandon: Abandon) -> None:
+            if not timed:
+                self._attempt(invocation, call_next, number)
+                return
+            # An attempt that may be abandoned writes through its own fenceable view.
+            view = invocation.context.child()
+            abandon.add(view.fence)
+            self._attempt(invocation.with_context(view), call_next, number)
+
+        def on_error(exc: BaseException, number: int) -> None:
+            journal.record(invocation, name, exc, attempt=number, redactor=redactor)
+
+        def fallback(exc: BaseException) -> None:
+            self._run_fallback(invocation)
 
         try:
-            if self.retry is not None:
-                self.retry.call(attempt)
-            else:
-                attempt()
-        except Exception as exc:
-            if self.fallback is None or not self._fallback_applies(exc):
-                self._finish(invocation, "failed", attempts, started, exc)
-                raise
-            try:
-                self._run_fallback(invocation)
-            except Exception as failed:
-                self._finish(invocation, "failed", attempts, started, exc)
-                raise FallbackFailedError(self.step.name, exc, failed) from failed
-            self._finish(invocation, "fallback", attempts, started, exc)
-            return
-        self._finish(invocation, "recovered" if attempts > 1 else "succeeded", attempts, started)
-
-    def _guarded(self, invocation: Invocation, call_next: Next, number: int) -> None:
-        def innermost() -> None:
-            self._attempt(invocation, call_next, number)
-
-        call: Callable[[], None] = innermost
-        if self.timeout_seconds is not None:
-            call = self._timed(invocation, call_next, number)
-        if self.bulkhead is not None:
-            call = _bind(self.bulkhead.call, call)
-        if self.breaker is not None:
-            self.breaker.call(call)
-        else:
-            call()
-
-    def _timed(self, invocation: Invocation, call_next: Next, number: int) -> Callable[[], None]:
-        seconds = self.timeout_seconds
-        assert seconds is not None
-        view = invocation.context.child()
-        inner = invocation.with_context(view)
-        reason = f"attempt {number} of step '{self.step.name}' timed out after {seconds:g}s"
-        timeout = Timeout(seconds, on_abandon=lambda: view.fence(reason))
-
-        def timed() -> None:
-            timeout.call(lambda: self._attempt(inner, call_next, number))
-
-        return timed
+            self.pipeline.run(
+                attempt,
+                fallback=fallback if self.fallback is not None else None,
+                on_error=on_error,
+                tally=tally,
+            )
+        finally:
+            self._finish(invocation, tally, started)
 
     def _attempt(self, invocation: Invocation, call_next: Next, number: int) -> None:
-        # Opened in the thread that runs the step's code: captures are per thread.
-        with capture_log_errors(
-            level=self.state.detect_level, patterns=self.state.detect_patterns
-        ) as found:
-            try:
-                call_next(invocation)
-            finally:
-                if found:
-                    self.state.journal.record_detected(
-                        self.step.name, found, attempt=number, redactor=self.redactor
-                    )
-
-    # ------------------------------------------------------------------ decisions
-
-    def _should_retry(self, exc: BaseException, attempt: int) -> bool:
-        if isinstance(exc, CircuitOpenError):
-            return False  # an open breaker ends retrying at once
-        classification = self.state.journal.classify(exc)
-        if any(s.matches(exc, classification) for s in self.give_up_on):
-            return False
-        if self.retry_on is None:
-            return classification.transient
-        return any(s.matches(exc, classification) for s in self.retry_on)
-
-    def _fallback_applies(self, exc: BaseException) -> bool:
-        if self.fallback_on is None:
-            return True
-        classification = self.state.journal.classify(exc)
-        return any(s.matches(exc, classification) for s in self.fallback_on)
+        # Started in the thread that runs the step's code: captures are per thread.
+        watch = self.state.log_watch
+        found = watch.start()
+        try:
+            call_next(invocation)
+        finally:
+            watch.stop(found)
+            if found:
+                self.state.journal.record_detected(
+                    self.step.name, found, attempt=number, redactor=self.redactor
+                )
 
     def _run_fallback(self, invocation: Invocation) -> None:
         assert self.fallback is not None
@@ -239,62 +134,48 @@ class StepChain:
         if missing:
             raise MissingContextKeys(f"{self.step.name} (fallback)", missing)
 
-    # ------------------------------------------------------------------ reporting
-
-    def _finish(
-        self,
-        invocation: Invocation,
-        outcome: str,
-        attempts: int,
-        started: float,
-        error: BaseException | None = None,
-    ) -> None:
+    def _finish(self, invocation: Invocation, tally: Tally, started: float) -> None:
         duration = self.state.timing.monotonic() - started
-        detail = _detail(outcome, attempts, error, self.fallback)
+        outcome = tally.outcome or "failed"
+        detail = _detail(outcome, tally.attempts, tally.error, self.fallback)
+        notes = invocation.notes
         if detail:
-            invocation.notes["detail"] = detail
-        invocation.notes["outcome"] = outcome
-        invocation.notes["attempts"] = attempts
-        strategy = {"recovered": "retry", "fallback": "fallback"}.get(outcome)
-        if strategy is None and outcome == "succeeded":
-            strategy = "none"
+            notes["detail"] = detail
+        notes["outcome"] = outcome
+        notes["attempts"] = tally.attempts
         self.state.journal.set_recovery(
             self.step.name,
             {
-                "attempts": attempts,
+                "attempts": tally.attempts,
                 "outcome": outcome,
-                "strategy": strategy,
+                "strategy": _STRATEGY.get(outcome),
                 "duration": round(duration, 6),
-                "error_type": type(error).__name__ if error is not None else None,
+                "error_type": type(tally.error).__name__ if tally.error is not None else None,
             },
         )
+        if outcome == "failed":
+            self.state.notify(
+                "failed",
+                step=self.step.name,
+                attempts=tally.attempts,
+                extra_channels=self.notify_channels,
+            )
+        elif outcome in ("recovered", "fallback"):
+            self.state.notify("recovered", step=self.step.name, attempts=tally.attempts)
 
     def _breaker_changed(self, name: str, old: str, new: str) -> None:
-        assert self.breaker is not None
-        self.state.journal.set_breaker(self.breaker.snapshot())
+        assert self.pipeline.breaker is not None
+        self.state.journal.set_breaker(self.pipeline.breaker.snapshot())
+        if new in ("open", "closed"):
+            self.state.notify(
+                f"breaker_{'opened' if new == 'open' else 'closed'}", step=None, breaker=name
+            )
+
+
+_STRATEGY = {"succeeded": "none", "recovered": "retry", "fallback": "fallback"}
 
 
 _ABSENT: Any = object()
-
-
-def _bind(
-    wrapper: Callable[[Callable[[], None]], None], fn: Callable[[], None]
-) -> Callable[[], None]:
-    def bound() -> None:
-        wrapper(fn)
-
-    return bound
-
-
-def _selectors(texts: list[str] | None) -> tuple[Selector, ...] | None:
-    if texts is None:
-        return None
-    return tuple(parse_selector(t) for t in texts)
-
-
-def _counts_for_breaker(exc: BaseException) -> bool:
-    # A full bulkhead says nothing about the health of the service behind the breaker.
-    return isinstance(exc, Exception) and not isinstance(exc, BulkheadFullError)
 
 
 def _fallback_callable(

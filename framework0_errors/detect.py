@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from .categories import ErrorSeverity
 
-__all__ = ["DetectedLogError", "capture_log_errors", "severity_for_level"]
+__all__ = ["DetectedLogError", "LogWatch", "capture_log_errors", "severity_for_level"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +102,8 @@ class _Dispatcher(logging.Handler):
         super().__init__(logging.NOTSET)
         # thread ident -> its open captures; each list is touched by its own thread only
         self.captures: dict[int, list[_Capture]] = {}
+        # LogWatch objects keeping this dispatcher installed between their captures
+        self.holders = 0
 
     def handle(self, record: logging.LogRecord) -> bool:
         # Overridden whole (so emit is never called): no handler lock or filters
@@ -142,22 +144,11 @@ def capture_log_errors(
     Raises:
         ValueError: A pattern is not a valid regular expression.
     """
-    compiled = []
-    for text in patterns:
-        try:
-            compiled.append(re.compile(text, re.IGNORECASE))
-        except re.error as err:
-            raise ValueError(f"invalid log pattern {text!r}: {err}") from None
     found: list[DetectedLogError] = []
-    capture = _Capture(level, tuple(compiled), tuple(exclude_loggers), found)
-    logger = logging.getLogger(logger_name)
+    capture = _Capture(level, _compile(patterns), tuple(exclude_loggers), found)
     ident = threading.get_ident()
     with _dispatchers_lock:
-        dispatcher = _dispatchers.get(logger_name)
-        if dispatcher is None:
-            dispatcher = _dispatchers[logger_name] = _Dispatcher()
-        if dispatcher not in logger.handlers:  # also repairs a logging reconfiguration
-            logger.addHandler(dispatcher)
+        dispatcher = _install(logger_name)
         dispatcher.captures.setdefault(ident, []).append(capture)
     try:
         yield found
@@ -167,6 +158,89 @@ def capture_log_errors(
             mine.remove(capture)
             if not mine:
                 del dispatcher.captures[ident]
-            if not dispatcher.captures:
-                logger.removeHandler(dispatcher)
-                del _dispatchers[logger_name]
+            _uninstall_if_idle(logger_name, dispatcher)
+
+
+class LogWatch:
+    """Captures for many step attempts at the cost of a dict update each.
+
+    :func:`capture_log_errors` sets up and tears down per use; a run wraps
+    thousands of attempts, so it builds one ``LogWatch`` (patterns compiled
+    and the dispatcher installed once), calls :meth:`start` and :meth:`stop`
+    around each attempt in the thread that runs it, and :meth:`close` at the
+    end. Same arguments and semantics as :func:`capture_log_errors`.
+    """
+
+    def __init__(
+        self,
+        *,
+        level: int = logging.ERROR,
+        patterns: Sequence[str] = (),
+        logger_name: str = "",
+        exclude_loggers: Sequence[str] = ("framework0_errors",),
+    ) -> None:
+        self._level = level
+        self._patterns = _compile(patterns)
+        self._exclude = tuple(exclude_loggers)
+        self._logger_name = logger_name
+        with _dispatchers_lock:
+            self._dispatcher = _install(logger_name)
+            self._dispatcher.holders += 1
+        self._closed = False
+
+    def start(self) -> list[DetectedLogError]:
+        """Start capturing the current thread's records; return the list they go to."""
+        found: list[DetectedLogError] = []
+        capture = _Capture(self._level, self._patterns, self._exclude, found)
+        # Only this thread touches its own entry, so no lock is needed.
+        self._dispatcher.captures.setdefault(threading.get_ident(), []).append(capture)
+        return found
+
+    def stop(self, found: list[DetectedLogError]) -> None:
+        """Stop the capture that :meth:`start` returned ``found`` for, in the same thread."""
+        ident = threading.get_ident()
+        mine = self._dispatcher.captures.get(ident, [])
+        for i, capture in enumerate(mine):
+            if capture.found is found:
+                del mine[i]
+                break
+        if not mine:
+            self._dispatcher.captures.pop(ident, None)
+
+    def close(self) -> None:
+        """Let the dispatcher go once no capture or watch needs it; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with _dispatchers_lock:
+            self._dispatcher.holders -= 1
+            _uninstall_if_idle(self._logger_name, self._dispatcher)
+
+
+def _compile(patterns: Sequence[str]) -> tuple[re.Pattern[str], ...]:
+    compiled = []
+    for text in patterns:
+        try:
+            compiled.append(re.compile(text, re.IGNORECASE))
+        except re.error as err:
+            raise ValueError(f"invalid log pattern {text!r}: {err}") from None
+    return tuple(compiled)
+
+
+def _install(logger_name: str) -> _Dispatcher:
+    # Called with _dispatchers_lock held.
+    logger = logging.getLogger(logger_name)
+    dispatcher = _dispatchers.get(logger_name)
+    if dispatcher is None:
+        dispatcher = _dispatchers[logger_name] = _Dispatcher()
+    if dispatcher not in logger.handlers:  # also repairs a logging reconfiguration
+        logger.addHandler(dispatcher)
+    return dispatcher
+
+
+def _uninstall_if_idle(logger_name: str, dispatcher: _Dispatcher) -> None:
+    # Called with _dispatchers_lock held.
+    if not dispatcher.captures and not dispatcher.holders:
+        logging.getLogger(logger_name).removeHandler(dispatcher)
+        if _dispatchers.get(logger_name) is dispatcher:
+            del _dispatchers[logger_name]

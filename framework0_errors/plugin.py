@@ -109,9 +109,13 @@ def framework0_step_end(run: Run, step: Step, result: StepResult) -> None:
 def framework0_run_end(run: Run, context: Context, report: dict[str, Any]) -> None:
     """Write the final state of every breaker the run used."""
     state = _state(run)
+    state.close()
     now = state.timing.wall()
     for name in sorted(state.breakers):
         state.journal.set_breaker(state.store.snapshot(name, now=now))
+    delivery = state.flush_notifications()
+    if delivery is not None:
+        report["notifications"] = delivery
     if state.breakers:
         report["circuit_breakers"] = {
             name: context.get(f"circuit_breakers.{name}") for name in sorted(state.breakers)

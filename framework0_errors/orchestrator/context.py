@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -64,16 +65,33 @@ class DiscardedWrite:
 
 def _json_copy(key: str, value: Any, who: str | None) -> Any:
     try:
-        text = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        return _plain_copy(value)
+    except (TypeError, ValueError, RecursionError) as exc:
         by = f" (set by step '{who}')" if who else ""
         raise ContextValueError(
             f"context key '{key}'{by}: value of type {type(value).__name__} is not "
             f"JSON-serialisable ({exc}); store plain dicts, lists, strings, numbers, "
             "booleans or None"
         ) from None
-    # A copy decouples the stored value from the caller's object.
-    return json.loads(text)
+
+
+def _plain_copy(value: Any) -> Any:
+    # A copy decouples the stored value from the caller's object. Plain JSON
+    # types are copied by hand, which is several times cheaper than a JSON
+    # round trip for the small values steps usually store.
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        if not math.isfinite(value):
+            raise ValueError(f"{value} is not allowed in JSON")
+        return value
+    if kind is dict and all(type(k) is str for k in value):
+        return {k: _plain_copy(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [_plain_copy(v) for v in value]
+    # Subclasses (IntEnum, str enums, OrderedDict, non-string keys): JSON decides.
+    return json.loads(json.dumps(value, allow_nan=False))
 
 
 class Context:

@@ -8,6 +8,7 @@ A caller waits up to ``max_wait`` seconds for a slot, then gets
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -21,6 +22,9 @@ from framework0_errors.stores.base import BulkheadStore
 __all__ = ["Bulkhead"]
 
 T = TypeVar("T")
+
+
+_holder_numbers = itertools.count()
 
 
 class Bulkhead:
@@ -69,8 +73,8 @@ class Bulkhead:
         self.poll_interval = poll_interval
         self._clock = clock
         self._sleep = sleep
-        # Unique across processes and machines sharing a durable store.
-        self._holder_prefix = f"{os.getpid()}-"
+        self._pid = -1
+        self._holder_prefix = ""
 
     def call(self, fn: Callable[[], T]) -> T:
         """Return ``fn()`` run while holding a slot; re-raise whatever it raises.
@@ -78,12 +82,22 @@ class Bulkhead:
         Raises:
             BulkheadFullError: No slot came free within ``max_wait``; ``fn`` was not called.
         """
-        holder_id = self._holder_prefix + uuid.uuid4().hex
+        holder_id = self._holder_id()
         self._acquire(holder_id)
         try:
             return fn()
         finally:
             self.store.release(self.name, holder_id=holder_id)
+
+    def _holder_id(self) -> str:
+        # Unique across threads, processes and machines sharing a durable store; a
+        # counter after a random prefix is far cheaper than a uuid per call. The
+        # prefix is renewed in a forked child, which would otherwise reuse it.
+        pid = os.getpid()
+        if pid != self._pid:
+            self._pid = pid
+            self._holder_prefix = f"{pid}-{uuid.uuid4().hex[:12]}-"
+        return self._holder_prefix + str(next(_holder_numbers))
 
     def in_use(self) -> int:
         """Return how many slots are held now, by every user of this name and store."""
