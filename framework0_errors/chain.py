@@ -8,6 +8,7 @@ attempts", "fallback", "short-circuited (breaker payments open)").
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from .orchestrator import (
 )
 from .pipeline import Abandon, FallbackFailedError, Pipeline, Tally
 from .policies import BulkheadFullError, CircuitOpenError, StepTimeoutError
+from .redact import Redactor
 from .runtime import RunState
 
 __all__ = ["FallbackFailedError", "StepChain", "bare_step"]
@@ -59,7 +61,6 @@ class StepChain:
     def __init__(self, step: Step, block: StepErrorHandling, state: RunState) -> None:
         self.step = step
         self.state = state
-        self.redactor = state.redactor_for(step.args)
         self.fallback = block.fallback
         self.fallback_call = _fallback_callable(block.fallback, step)
         self.notify_channels = tuple(block.notify)
@@ -78,7 +79,7 @@ class StepChain:
     def __call__(self, invocation: Invocation, call_next: Next) -> None:
         started = self.state.timing.monotonic()
         tally = Tally()
-        journal, name, redactor = self.state.journal, self.step.name, self.redactor
+        journal, name = self.state.journal, self.step.name
 
         timed = self.pipeline.timeout_seconds is not None
 
@@ -92,7 +93,7 @@ class StepChain:
             self._attempt(invocation.with_context(view), call_next, number)
 
         def on_error(exc: BaseException, number: int) -> None:
-            journal.record(invocation, name, exc, attempt=number, redactor=redactor)
+            journal.record(invocation, name, exc, attempt=number, redactor=self.redactor)
 
         def fallback(exc: BaseException) -> None:
             self._run_fallback(invocation)
@@ -106,6 +107,11 @@ class StepChain:
             )
         finally:
             self._finish(invocation, tally, started)
+
+    @functools.cached_property
+    def redactor(self) -> Redactor:
+        """Masks the secrets of this step's args; built on first use (a failure)."""
+        return self.state.redactor_for(self.step.args)
 
     def _attempt(self, invocation: Invocation, call_next: Next, number: int) -> None:
         # Started in the thread that runs the step's code: captures are per thread.

@@ -60,12 +60,23 @@ def severity_for_level(levelno: int) -> ErrorSeverity:
     return ErrorSeverity.LOW
 
 
-@dataclass(frozen=True, slots=True, eq=False)  # identity: nested captures may look alike
 class _Capture:
-    level: int
-    patterns: tuple[re.Pattern[str], ...]
-    exclude: tuple[str, ...]
-    found: list[DetectedLogError]
+    # A plain slotted class: one is made per step attempt, and a frozen dataclass
+    # costs several times more to create. Compared by identity (nested captures
+    # may look alike).
+    __slots__ = ("exclude", "found", "level", "patterns")
+
+    def __init__(
+        self,
+        level: int,
+        patterns: tuple[re.Pattern[str], ...],
+        exclude: tuple[str, ...],
+        found: list[DetectedLogError],
+    ) -> None:
+        self.level = level
+        self.patterns = patterns
+        self.exclude = exclude
+        self.found = found
 
     def offer(self, record: logging.LogRecord) -> None:
         if record.levelno < self.level and not self.patterns:

@@ -11,6 +11,8 @@ from typing import Any
 
 from .chain import StepChain, bare_step
 from .config import (
+    RecipeErrorHandling,
+    StepErrorHandling,
     check_recipe,
     error_handling_defs,
     load_recipe_config,
@@ -59,22 +61,34 @@ def framework0_claim_keys() -> list[KeyClaim]:
 @hookimpl
 def framework0_validate_recipe(recipe: Recipe) -> list[Problem]:
     """Check merged blocks, references, delays, shared names and channels."""
-    return check_recipe(recipe.raw, recipe.locator)
+    problems = check_recipe(recipe.raw, recipe.locator)
+    if not any(p.severity == "error" for p in problems):
+        _config(recipe)  # parse now, so that explain and run reuse it
+    return problems
 
 
 @hookimpl
 def framework0_describe_step(recipe: Recipe, step: Step) -> str | None:
     """Describe the step's effective chain after ``defaults`` and ``use``."""
-    _, blocks = load_recipe_config(recipe.raw, locator=recipe.locator)
-    block = blocks.get(step.name)
+    block = _config(recipe)[1].get(step.name)
     return describe_chain(block, step_name=step.name) if block is not None else None
 
 
 @hookimpl
 def framework0_run_start(run: Run) -> None:
-    """Parse the recipe's error handling once and set up the run's shared state."""
-    recipe_config, blocks = load_recipe_config(run.recipe.raw, locator=run.recipe.locator)
+    """Set up the run's shared state from the recipe's (once parsed) error handling."""
+    recipe_config, blocks = _config(run.recipe)
     start_run_state(run, recipe_config, blocks)
+
+
+def _config(recipe: Recipe) -> tuple[RecipeErrorHandling, dict[str, StepErrorHandling | None]]:
+    # Parsed once per loaded recipe: explain asks for every step, and a run of
+    # a large recipe should not pay for it again.
+    cached = recipe.extras.get(KEY)
+    if cached is None:
+        cached = recipe.extras[KEY] = load_recipe_config(recipe.raw, locator=recipe.locator)
+    config: tuple[RecipeErrorHandling, dict[str, StepErrorHandling | None]] = cached
+    return config
 
 
 @hookimpl

@@ -146,7 +146,11 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class Recipe:
-    """A loaded recipe: its steps, its raw data, and where everything was written."""
+    """A loaded recipe: its steps, its raw data, and where everything was written.
+
+    ``extras`` is a namespace for plugins, keyed by plugin name, e.g. for
+    configuration parsed while validating so a run need not parse it again.
+    """
 
     path: str
     name: str
@@ -154,6 +158,7 @@ class Recipe:
     raw: Mapping[str, Any]
     locator: Locator
     warnings: tuple[Problem, ...] = ()
+    extras: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     _by_name: dict[str, Step] = field(init=False, repr=False, compare=False)
 
     def step(self, name: str) -> Step:

@@ -25,6 +25,16 @@ T = TypeVar("T")
 
 
 _holder_numbers = itertools.count()
+_holder_prefix = ""
+
+
+def _new_holder_prefix() -> None:
+    global _holder_prefix  # noqa: PLW0603 - per-process identity, renewed after fork
+    _holder_prefix = f"{os.getpid()}-{uuid.uuid4().hex[:12]}-"
+
+
+_new_holder_prefix()
+os.register_at_fork(after_in_child=_new_holder_prefix)
 
 
 class Bulkhead:
@@ -73,8 +83,6 @@ class Bulkhead:
         self.poll_interval = poll_interval
         self._clock = clock
         self._sleep = sleep
-        self._pid = -1
-        self._holder_prefix = ""
 
     def call(self, fn: Callable[[], T]) -> T:
         """Return ``fn()`` run while holding a slot; re-raise whatever it raises.
@@ -82,22 +90,14 @@ class Bulkhead:
         Raises:
             BulkheadFullError: No slot came free within ``max_wait``; ``fn`` was not called.
         """
-        holder_id = self._holder_id()
+        # Unique across threads, processes and machines sharing a durable store; a
+        # counter after a per-process random prefix is far cheaper than a uuid.
+        holder_id = _holder_prefix + str(next(_holder_numbers))
         self._acquire(holder_id)
         try:
             return fn()
         finally:
             self.store.release(self.name, holder_id=holder_id)
-
-    def _holder_id(self) -> str:
-        # Unique across threads, processes and machines sharing a durable store; a
-        # counter after a random prefix is far cheaper than a uuid per call. The
-        # prefix is renewed in a forked child, which would otherwise reuse it.
-        pid = os.getpid()
-        if pid != self._pid:
-            self._pid = pid
-            self._holder_prefix = f"{pid}-{uuid.uuid4().hex[:12]}-"
-        return self._holder_prefix + str(next(_holder_numbers))
 
     def in_use(self) -> int:
         """Return how many slots are held now, by every user of this name and store."""

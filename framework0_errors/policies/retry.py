@@ -117,41 +117,56 @@ class Retry:
 
     def call(self, fn: Callable[[], T]) -> T:
         """Return ``fn()``, retrying as configured; re-raise the last error when done."""
-        return self.call_with_stats(fn)[0]
+        start = self._clock()
+        try:
+            return fn()  # the common case pays for one clock read, nothing more
+        except Exception as exc:
+            first = exc
+        return self._retry(fn, start, first)[0]
 
     def call_with_stats(self, fn: Callable[[], T]) -> tuple[T, RetryStats]:
         """Like :meth:`call`, and also return how many attempts and how much waiting it took."""
         start = self._clock()
+        try:
+            value = fn()
+        except Exception as exc:
+            first = exc
+        else:
+            return value, RetryStats(attempts=1, waited=0.0, elapsed=self._clock() - start)
+        return self._retry(fn, start, first)
+
+    def _retry(self, fn: Callable[[], T], start: float, error: Exception) -> tuple[T, RetryStats]:
         delays = self.backoff.delays(random=self._random)
         waited = 0.0
-        attempt = 0
+        attempt = 1
         while True:
+            delay, reason = self._decide(error, attempt, start, delays)
+            if self._on_attempt_failed is not None:
+                self._on_attempt_failed(
+                    RetryEvent(
+                        exception=error,
+                        attempt=attempt,
+                        max_attempts=self.max_attempts,
+                        will_retry=reason is None,
+                        delay=delay,
+                        elapsed=self._clock() - start,
+                        give_up_reason=reason,
+                    )
+                )
+            if delay is None:
+                # Raised outside any except block: no implicit chaining, and the
+                # error's own traceback stays first in the chain.
+                raise error
+            self._sleep(delay)
+            waited += delay
             attempt += 1
             try:
                 value = fn()
             except Exception as exc:
-                delay, reason = self._decide(exc, attempt, start, delays)
-                if self._on_attempt_failed is not None:
-                    self._on_attempt_failed(
-                        RetryEvent(
-                            exception=exc,
-                            attempt=attempt,
-                            max_attempts=self.max_attempts,
-                            will_retry=reason is None,
-                            delay=delay,
-                            elapsed=self._clock() - start,
-                            give_up_reason=reason,
-                        )
-                    )
-                if delay is None:
-                    raise
+                error = exc
             else:
                 stats = RetryStats(attempts=attempt, waited=waited, elapsed=self._clock() - start)
                 return value, stats
-            # Waiting outside the except block keeps the next attempt's error from
-            # being chained to this one as its __context__.
-            self._sleep(delay)
-            waited += delay
 
     def _decide(
         self, exc: Exception, attempt: int, start: float, delays: Iterator[float]

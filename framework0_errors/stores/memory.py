@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from dataclasses import dataclass, field
@@ -31,6 +32,21 @@ class _Bulkhead:
     changed: threading.Condition
     # holder_id -> lease expiry (inf: no lease)
     holders: dict[str, float] = field(default_factory=dict)
+    # threads in wait_for_slot; a release with nobody waiting need not notify
+    waiters: int = 0
+
+
+_ADMIT_NEW = Admission(allowed=True, state="closed", epoch=0)
+
+
+@functools.lru_cache(maxsize=1024)
+def _closed_admission(epoch: int) -> Admission:
+    # Admissions are frozen, so the closed one of each epoch can be shared.
+    return Admission(allowed=True, state="closed", epoch=epoch)
+
+
+def _is_closed(b: _Breaker) -> bool:
+    return b.state == "closed"
 
 
 class MemoryStore:
@@ -51,10 +67,18 @@ class MemoryStore:
 
     def before_call(self, name: str, *, now: float, half_open_max_calls: int) -> Admission:
         """Admit or refuse one call, turning open into half_open once its time has come."""
+        # Fast path, without the lock: a closed breaker admits every call, and a
+        # call admitted just as another thread opens it is indistinguishable from
+        # one that started a moment earlier.
+        b = self._breakers.get(name)
+        if b is None:
+            return _ADMIT_NEW
+        epoch = b.epoch
+        if b.state == "closed":
+            return _closed_admission(epoch)
         with self._lock:
-            b = self._breakers.get(name)
-            if b is None or b.state == "closed":
-                return Admission(allowed=True, state="closed", epoch=b.epoch if b else 0)
+            if _is_closed(b):  # it closed while we waited for the lock
+                return _closed_admission(b.epoch)
             transition = None
             if b.state == "open":
                 if b.half_open_at is None or now < b.half_open_at:
@@ -71,10 +95,10 @@ class MemoryStore:
 
     def record_success(self, name: str, *, now: float, admission: Admission) -> Transition | None:
         """Record that an admitted call succeeded; a current trial closes the breaker."""
+        b = self._breakers.get(name)
+        if b is None or (b.state == "closed" and not b.failures):
+            return None  # the common case: nothing to change, so no lock either
         with self._lock:
-            b = self._breakers.get(name)
-            if b is None:
-                return None
             if b.state == "closed":
                 if b.failures:
                     b.failures = 0
@@ -185,7 +209,8 @@ class MemoryStore:
         """Take a slot if fewer than ``limit`` unexpired ones are held; never blocks."""
         with self._lock:
             bh = self._bulkhead(name)
-            self._expire(bh, now)
+            if len(bh.holders) >= limit:
+                self._expire(bh, now)
             if len(bh.holders) >= limit:
                 return False
             bh.holders[holder_id] = math.inf if lease_seconds is None else now + lease_seconds
@@ -195,7 +220,7 @@ class MemoryStore:
         """Give a slot back; releasing a slot not held is a no-op."""
         with self._lock:
             bh = self._bulkheads.get(name)
-            if bh is not None and bh.holders.pop(holder_id, None) is not None:
+            if bh is not None and bh.holders.pop(holder_id, None) is not None and bh.waiters:
                 bh.changed.notify_all()
 
     def wait_for_slot(self, name: str, *, limit: int, timeout: float, now: float) -> bool:
@@ -207,7 +232,11 @@ class MemoryStore:
                 return True
             # A lease running out frees a slot without any release to notify us.
             next_expiry = min(bh.holders.values())
-            bh.changed.wait(min(timeout, max(next_expiry - now, 0.0)))
+            bh.waiters += 1
+            try:
+                bh.changed.wait(min(timeout, max(next_expiry - now, 0.0)))
+            finally:
+                bh.waiters -= 1
             return True
 
     def in_use(self, name: str, *, now: float) -> int:
