@@ -148,7 +148,7 @@ def check_recipe(
     channels = sorted(notifications.channels) if notifications else []
     for step in loaded.steps:
         if step.block is not None:
-            _check_step(step, found, imports, channels)
+            _check_step(step, step.block, found, imports, channels)
     for key, what in (("circuit_breaker", "circuit breaker"), ("bulkhead", "bulkhead")):
         _check_shared(loaded.steps, key, what, found)
     _check_notifications(raw_recipe, loaded, found, environ)
@@ -228,7 +228,10 @@ def _error_paths(exc: ValidationError, data: Any) -> Iterator[tuple[Path, str]]:
     mapping given as a reference, "unknown key" beats "should be a string".
     """
     found: list[tuple[Path, str]] = []
-    for error in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    # "Input should be None" is the other branch of a key that may be left out.
+    errors = [e for e in errors if e["type"] != "none_required"] or errors
+    for error in errors:
         steps: list[str | int] = []
         node = data
         for part in error["loc"]:
@@ -238,7 +241,7 @@ def _error_paths(exc: ValidationError, data: Any) -> Iterator[tuple[Path, str]]:
                 continue
             node = node[part]
             steps.append(part)
-        item = (tuple(steps), error["msg"])
+        item = (tuple(steps), error["msg"].removeprefix("Value error, "))
         if item not in found:
             found.append(item)
     paths = {where for where, _ in found}
@@ -272,9 +275,10 @@ class _Findings:
         return out
 
 
-def _check_step(step: _Step, found: _Findings, imports: _Imports, channels: list[str]) -> None:
-    block, origin = step.block, step.merged.origin
-    assert block is not None
+def _check_step(
+    step: _Step, block: Block, found: _Findings, imports: _Imports, channels: list[str]
+) -> None:
+    origin = step.merged.origin
     retries: list[tuple[tuple[str, ...], RetryConfig]] = []
     if block.retry is not None:
         retries.append((("retry",), block.retry))

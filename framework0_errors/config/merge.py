@@ -95,8 +95,8 @@ class MergedBlock:
 
     @property
     def is_empty(self) -> bool:
-        """Whether no policy or setting applies (every key unset, null or empty)."""
-        return not any(value not in (None, [], {}) for value in self.data.values())
+        """Whether nothing applies: every key null or an empty list (``retry: {}`` applies)."""
+        return all(value is None or value == [] for value in self.data.values())
 
     def origin(self, *keys: PathPart) -> Path:
         """Return the recipe path of ``keys``, through its nearest recorded ancestor."""

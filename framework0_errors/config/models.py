@@ -17,6 +17,7 @@ import re
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -29,6 +30,10 @@ from pydantic.json_schema import SkipJsonSchema
 
 __all__ = [
     "CATEGORIES",
+    "DOTTED_PATTERN",
+    "FUNCTION_PATTERN",
+    "REFERENCE_PATTERN",
+    "SELECTOR_PATTERN",
     "SEVERITIES",
     "BulkheadConfig",
     "Channel",
@@ -63,8 +68,9 @@ Severity = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL", "FATAL"]
 OnFailure = Literal["fail", "continue", "rollback"]
 Outcome = Literal["failed", "recovered", "rolled_back", "breaker_opened", "breaker_closed"]
 
-# Patterns are ASCII-only and use no flags or lookarounds, so that Python
-# (jsonschema, pydantic), ECMA-262 (editors) and Rust regex read them alike.
+# Patterns are ASCII-only and use no flags or lookarounds, so that Python and
+# ECMA-262 (editors) read them alike. pydantic uses Python's `re` (not its Rust
+# default) so that `$` behaves exactly as in jsonschema, which uses re.search.
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _DOTTED = rf"{_IDENT}(?:\.{_IDENT})*"
 _ANY_CASE = "".join(f"[{c.upper()}{c.lower()}]" for c in "category")
@@ -86,6 +92,14 @@ def _integral(value: Any) -> Any:
     return value
 
 
+def _compiles(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    return value
+
+
 def _not_null(value: _T) -> _T:
     if value is None:
         raise ValueError("must not be null; leave the key out instead")
@@ -97,7 +111,7 @@ Name = Annotated[str, StringConstraints(min_length=1)]
 Selector = Annotated[str, StringConstraints(pattern=SELECTOR_PATTERN)]
 DottedName = Annotated[str, StringConstraints(pattern=DOTTED_PATTERN)]
 FunctionName = Annotated[str, StringConstraints(pattern=FUNCTION_PATTERN)]
-Regex = Annotated[str, Field(json_schema_extra={"format": "regex"})]
+Regex = Annotated[str, AfterValidator(_compiles), Field(json_schema_extra={"format": "regex"})]
 Absent = SkipJsonSchema[None]
 """The ``None`` of a key that may be left out but not written as ``null``."""
 
@@ -117,15 +131,6 @@ class _Model(BaseModel):
 
     merge_exclusive: ClassVar[tuple[frozenset[str], ...]] = ()
     """Groups of alternative keys: a layer setting one drops the others set below it."""
-
-
-def _check_regex(value: str | None, what: str) -> None:
-    if value is None:
-        return
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"{what} is not a valid regular expression: {exc}") from None
 
 
 # ---------------------------------------------------------------- step-level policies
@@ -342,6 +347,15 @@ class StepErrorHandling(_Model):
         description="Compensation code; null for none.",
         examples=[{"scriptlet": "pkg.undo"}],
     )
+    recover: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Recovery workflow: path of a recipe file, relative to this recipe's "
+        "folder, run in a fresh Context (seeded with `failure.step`, `failure.error` and "
+        "`failure.run_id`) when this step's failure is final; the step stays failed. "
+        "Null for none.",
+        examples=["restart_service.yaml"],
+    )
     on_failure: OnFailure | None = Field(
         default=None,
         description="Once every recovery is spent: `fail` the recipe, `continue` with "
@@ -381,7 +395,6 @@ class ClassificationMatch(_Model):
     def _some_condition(self) -> ClassificationMatch:
         if self.exception is None and self.message is None and self.return_code is None:
             raise ValueError("give one or more of 'exception', 'message', 'return_code'")
-        _check_regex(self.message, "'message'")
         return self
 
 
@@ -431,12 +444,6 @@ class DetectConfig(_Model):
         description="Regular expressions; a log message matching one counts as an error.",
         examples=[["(?i)deadlock", "retrying in \\d+s"]],
     )
-
-    @model_validator(mode="after")
-    def _compiles(self) -> DetectConfig:
-        for index, pattern in enumerate(self.patterns):
-            _check_regex(pattern, f"patterns[{index}]")
-        return self
 
 
 class ErrorsConfig(_Model):

@@ -520,6 +520,14 @@ def test_values_the_models_reject_are_located_even_after_the_schema() -> None:
     assert recipe_problem.path == "error_handling.errors.keep"
 
 
+def test_bad_regular_expressions_are_located_at_the_pattern() -> None:
+    """A regex the schema's format check may miss is reported at its own key, plainly."""
+    text = "error_handling: {classification: [{match: {message: '('}, hint: h}]}\nsteps: []"
+    problem = only(check(text))
+    assert problem.path == "error_handling.classification[0].match.message"
+    assert problem.message.startswith("not a valid regular expression")
+
+
 def test_union_errors_are_located_at_the_real_key() -> None:
     """pydantic's union tags in error locations are dropped from the path."""
     problems = check("steps: [{name: a, error_handling: {fallback: {scriptlet: {module: 1}}}}]")

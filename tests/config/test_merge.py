@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from framework0_errors.config import (
     PolicyCycleError,
     RecipeErrorHandling,
+    RetryConfig,
     StepErrorHandling,
     UnknownPolicyError,
     effective_step_block,
@@ -147,6 +149,13 @@ def test_nothing_applies_gives_none(block: Any, recipe: Any) -> None:
     assert effective_step_block(block, recipe, step_name="s") is None
 
 
+def test_an_empty_policy_mapping_applies_the_policy_with_its_defaults() -> None:
+    """`retry: {}` means "retry with the default settings", not "no retry"."""
+    block = effective_step_block({"retry": {}}, None, step_name="s")
+    assert block is not None
+    assert block.retry == RetryConfig()
+
+
 def test_unknown_use_lists_the_known_policies() -> None:
     """An unknown policy name raises a Framework0Error naming it and the known ones."""
     with pytest.raises(UnknownPolicyError) as caught:
@@ -229,22 +238,40 @@ def test_recipe_model_defaults_apply_to_steps_without_a_block() -> None:
     assert effective_step_block(None, RecipeErrorHandling(), step_name="s") is None
 
 
-def test_unknown_keys_in_a_step_block_are_rejected_after_merging() -> None:
-    """A misspelt key in a raw step block survives the merge and fails validation."""
+def test_unknown_keys_in_a_step_block_are_rejected() -> None:
+    """A misspelt key in a raw step block fails validation; merge_layers keeps it as a value."""
     with pytest.raises(ValidationError, match="retyr"):
         effective_step_block({"retyr": {"max_attempts": 2}}, None, step_name="s")
+    merged = merge_layers({"retyr": {"a": 1}}, {"defaults": {"retry": {}}}, step_name="s")
+    assert merged.data == {"retry": {}, "retyr": {"a": 1}}
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
-@given(
-    blocks("recipe").filter(lambda d: models_accept("recipe", d)),
-    blocks("step").filter(lambda d: models_accept("step", d)),
+def _without_use(block: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in block.items() if k != "use"}
+
+
+_VALID_BLOCKS = (
+    blocks("step")
+    .filter(lambda d: isinstance(d, dict) and models_accept("step", d))
+    .map(_without_use)
 )
-def test_valid_layers_always_merge_into_a_valid_block(recipe: Any, step: Any) -> None:
-    """Whatever valid defaults, policies and step block, the merge validates (or names a policy)."""
-    try:
-        block = effective_step_block(step, recipe, step_name="s")
-    except (UnknownPolicyError, PolicyCycleError):
-        assume(False)
-        return
-    assert block is None or isinstance(block, StepErrorHandling)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    defaults=_VALID_BLOCKS,
+    policies=st.dictionaries(st.sampled_from(["p", "q", "r"]), _VALID_BLOCKS, max_size=3),
+    step=_VALID_BLOCKS,
+    data=st.data(),
+)
+def test_valid_layers_always_merge_into_a_valid_block(
+    defaults: dict[str, Any], policies: dict[str, Any], step: dict[str, Any], data: st.DataObject
+) -> None:
+    """Any valid defaults, `use` policies and step block merge into a valid block."""
+    use = data.draw(st.lists(st.sampled_from(sorted(policies)), max_size=3)) if policies else []
+    recipe = {"defaults": defaults, "policies": policies}
+    block = effective_step_block({**step, "use": use}, recipe, step_name="s")
+    merged = merge_layers({**step, "use": use}, recipe, step_name="s")
+    assert (block is None) == merged.is_empty
+    if any(value is not None and value != [] for value in step.values()):
+        assert isinstance(block, StepErrorHandling)  # the last layer's settings survive
