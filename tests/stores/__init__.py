@@ -1,0 +1,1 @@
+"""Tests of the durable state stores and of choosing a store from a URL."""
