@@ -7,7 +7,9 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,6 +25,9 @@ from .orchestrator import (
     load_checked_recipe,
     plugin_manager,
 )
+from .state import find_checkpoint, open_state
+from .stores.base import BreakerSnapshot
+from .stores.select import Checkpoint
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERNAL", "EXIT_INVALID", "EXIT_OK", "main", "run"]
 
@@ -49,6 +54,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p_run.add_argument("--context-out", metavar="FILE", help="write the final Context as JSON")
     p_run.add_argument("--report", metavar="FILE", help="write a JSON run report")
+    _state_option(p_run)
+    p_run.add_argument(
+        "--resume",
+        nargs="?",
+        const=_LATEST,
+        metavar="RUN_ID",
+        help="resume a run (default: the latest run of this recipe): steps it completed "
+        "are not run again and its Context is restored",
+    )
+    p_run.add_argument(
+        "--force", action="store_true", help="resume even if the recipe changed since"
+    )
 
     p_val = sub.add_parser("validate", help="check recipes without running them")
     p_val.add_argument("recipes", nargs="+", metavar="RECIPE")
@@ -57,7 +74,29 @@ def _parser() -> argparse.ArgumentParser:
     p_exp.add_argument("recipe")
 
     sub.add_parser("schema", help="print the recipe JSON Schema")
+
+    p_brk = sub.add_parser("breakers", help="list circuit breakers, or reset or open one")
+    p_brk.add_argument("action", nargs="?", choices=["list", "reset", "open"], default="list")
+    p_brk.add_argument("name", nargs="?", help="the breaker, for reset and open")
+    _state_option(p_brk)
+
+    p_runs = sub.add_parser("runs", help="list recent runs and their outcome")
+    p_runs.add_argument("--limit", type=_positive_int, default=20, help="how many (default 20)")
+    _state_option(p_runs)
     return parser
+
+
+_LATEST = "latest"
+
+
+def _state_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state",
+        metavar="URL",
+        help="state store: sqlite:PATH, redis://HOST:PORT/DB or memory: (default: "
+        "$FRAMEWORK0_STATE, the recipe's error_handling.state.url, or "
+        "sqlite:.framework0/state.db)",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -93,6 +132,8 @@ def run(argv: Sequence[str] | None, *, stdout: TextIO, stderr: TextIO) -> int:
             "validate": _cmd_validate,
             "explain": _cmd_explain,
             "schema": _cmd_schema,
+            "breakers": _cmd_breakers,
+            "runs": _cmd_runs,
         }[args.command]
         return command(args, stdout, stderr)
     except RecipeInvalid as exc:
@@ -174,7 +215,27 @@ def _cmd_run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         print(_step_line(result, width), file=stdout, flush=True)
 
     context = Context()
-    result = execute(recipe, hook=pm.hook, workers=args.workers, context=context, on_step_end=show)
+    run_id: str | None = None
+    resumed: set[str] = set()
+    if args.resume is not None:
+        checkpoint = _checkpoint(recipe, args)
+        context = Context(checkpoint.context)
+        run_id = checkpoint.run_id
+        resumed = {n for n, status in checkpoint.step_outcomes.items() if status == "succeeded"}
+        print(
+            f"framework0: resuming run {run_id}: {len(resumed)} step(s) done before",
+            file=stdout,
+        )
+    result = execute(
+        recipe,
+        hook=pm.hook,
+        workers=args.workers,
+        context=context,
+        on_step_end=show,
+        run_id=run_id,
+        options={"state": args.state},
+        resumed=resumed,
+    )
     report = result.report
     counts = report["counts"]
     print(
@@ -195,6 +256,73 @@ def _cmd_run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     if args.report:
         _write_json(args.report, report)
     return EXIT_OK if result.succeeded else EXIT_FAILED
+
+
+def _checkpoint(recipe: Any, args: argparse.Namespace) -> Checkpoint:
+    from .plugin import recipe_state_config
+
+    opened = open_state(args.state, recipe_state_config(recipe))
+    try:
+        wanted = None if args.resume == _LATEST else args.resume
+        return find_checkpoint(opened.store, recipe.path, wanted, force=args.force)
+    finally:
+        opened.store.close()
+
+
+def _cmd_breakers(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    if args.action != "list" and not args.name:
+        print(f"framework0: error: breakers {args.action} needs a breaker NAME", file=stderr)
+        return EXIT_INVALID
+    store = open_state(args.state).store
+    try:
+        now = time.time()
+        if args.action == "reset":
+            store.reset(args.name, now=now)
+            print(f"breaker {args.name}: closed", file=stdout)
+        elif args.action == "open":
+            store.force_open(args.name, now=now)
+            print(f"breaker {args.name}: open until reset", file=stdout)
+        else:
+            names = store.breaker_names()
+            if not names:
+                print("no circuit breakers recorded yet", file=stdout)
+            width = max((len(n) for n in names), default=4)
+            for name in names:
+                snap = store.snapshot(name, now=now)
+                print(_breaker_line(snap, now, width), file=stdout)
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def _breaker_line(snap: BreakerSnapshot, now: float, width: int) -> str:
+    if snap.state == "open":
+        until = (
+            "until reset"
+            if snap.half_open_at is None
+            else f"half-opens in {max(snap.half_open_at - now, 0):.0f}s"
+        )
+    else:
+        until = ""
+    return (
+        f"{snap.name:<{width}}  {snap.state:<9}  {snap.consecutive_failures} consecutive "
+        f"failure(s)  {until}"
+    ).rstrip()
+
+
+def _cmd_runs(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    store = open_state(args.state).store
+    try:
+        runs = store.list_runs(args.limit)
+    finally:
+        store.close()
+    if not runs:
+        print("no runs recorded yet", file=stdout)
+    for summary in runs:
+        started = datetime.fromtimestamp(summary.started_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        outcome = summary.outcome or "running (or interrupted)"
+        print(f"{summary.run_id}  {started}Z  {outcome:<10}  {summary.recipe_path}", file=stdout)
+    return EXIT_OK
 
 
 _LABELS = {"succeeded": "ok", "failed": "FAILED", "skipped": "skipped"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from .classify import Classification, Classifier
 from .detect import DetectedLogError
@@ -17,6 +17,14 @@ __all__ = ["WHO", "ErrorJournal"]
 
 WHO = "framework0.error_handling"
 """The ``who`` of every Context write this plugin makes."""
+
+
+class ErrorHistory(Protocol):
+    """Where error records are kept across runs (the state store)."""
+
+    def append_error(self, record: Mapping[str, Any]) -> None:
+        """Add one record."""
+        ...
 
 
 class ErrorJournal:
@@ -34,6 +42,7 @@ class ErrorJournal:
         redactor: Redactor,
         keep: int,
         wall: Callable[[], float],
+        history: ErrorHistory | None = None,
     ) -> None:
         self.run = run
         self.context: Context = run.context
@@ -41,6 +50,7 @@ class ErrorJournal:
         self.redactor = redactor
         self.keep = keep
         self.wall = wall
+        self.history = history
         self._lock = threading.Lock()
         self._kept: dict[str, list[dict[str, Any]]] = {}
         self.last: dict[str, ErrorRecord] = {}
@@ -130,4 +140,6 @@ class ErrorJournal:
             del kept[: -self.keep]
             self.last[step] = record
             self.context.set(f"errors.{step}", kept, who=WHO)
+        if self.history is not None:
+            self.history.append_error(data)  # error history outlives the run
         return data

@@ -28,7 +28,7 @@ from .policies import (
 from .stores.base import BreakerStore, BulkheadStore
 from .testing import Timing
 
-__all__ = ["Abandon", "FallbackFailedError", "Pipeline", "Tally"]
+__all__ = ["Abandon", "FallbackFailedError", "Pipeline", "Tally", "slot_lease"]
 
 T = TypeVar("T")
 
@@ -168,6 +168,7 @@ class Pipeline(Generic[T]):
                 store=bulkhead_store,
                 clock=timing.wall,
                 sleep=timing.sleep,
+                lease_seconds=slot_lease(block),
             )
         self.timeout_seconds = block.timeout.seconds if block.timeout is not None else None
         self._fallback_on = _selectors(block.fallback.on) if block.fallback is not None else None
@@ -263,6 +264,18 @@ class Pipeline(Generic[T]):
             return True
         classification = self._classify(exc)
         return any(s.matches(exc, classification) for s in self._fallback_on)
+
+
+def slot_lease(block: StepErrorHandling) -> float:
+    """Seconds a bulkhead slot stays held if its holder never gives it back.
+
+    A process killed while holding a slot cannot release it; the lease lets
+    others reclaim it. It must outlast any live attempt: three times the
+    attempt timeout plus a minute, or an hour for attempts without a timeout.
+    """
+    if block.timeout is None:
+        return 3600.0
+    return 3 * block.timeout.seconds + 60.0
 
 
 class _Never(Abandon):

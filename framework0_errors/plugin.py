@@ -12,6 +12,7 @@ from typing import Any
 from .chain import StepChain, bare_step
 from .config import (
     RecipeErrorHandling,
+    StateConfig,
     StepErrorHandling,
     check_recipe,
     error_handling_defs,
@@ -42,6 +43,7 @@ __all__ = [
     "framework0_step_end",
     "framework0_step_middleware",
     "framework0_validate_recipe",
+    "recipe_state_config",
 ]
 
 KEY = "error_handling"
@@ -81,6 +83,11 @@ def framework0_run_start(run: Run) -> None:
     start_run_state(run, recipe_config, blocks)
 
 
+def recipe_state_config(recipe: Recipe) -> StateConfig:
+    """Return the recipe's ``error_handling.state`` settings."""
+    return _config(recipe)[0].state
+
+
 def _config(recipe: Recipe) -> tuple[RecipeErrorHandling, dict[str, StepErrorHandling | None]]:
     # Parsed once per loaded recipe: explain asks for every step, and a run of
     # a large recipe should not pay for it again.
@@ -117,19 +124,29 @@ def framework0_step_end(run: Run, step: Step, result: StepResult) -> None:
             step.name,
             {"attempts": 0, "outcome": "skipped", "strategy": None, "duration": 0.0},
         )
+    state.outcomes[step.name] = result.status
+    if result.status != "skipped" and state.recipe_config.state.checkpoints:
+        state.checkpoint(state.outcomes)
 
 
 @hookimpl
 def framework0_run_end(run: Run, context: Context, report: dict[str, Any]) -> None:
     """Write the final state of every breaker the run used."""
     state = _state(run)
-    state.close()
-    now = state.timing.wall()
-    for name in sorted(state.breakers):
-        state.journal.set_breaker(state.store.snapshot(name, now=now))
-    delivery = state.flush_notifications()
-    if delivery is not None:
-        report["notifications"] = delivery
+    try:
+        now = state.timing.wall()
+        for name in sorted(state.breakers):
+            state.journal.set_breaker(state.store.snapshot(name, now=now))
+        delivery = state.flush_notifications()
+        if delivery is not None:
+            report["notifications"] = delivery
+        report["state"] = state.state_url
+        if state.warnings:
+            report["warnings"] = list(state.warnings)
+        state.checkpoint(state.outcomes)
+        state.store.finish_run(run.run_id, report["status"])
+    finally:
+        state.close()
     if state.breakers:
         report["circuit_breakers"] = {
             name: context.get(f"circuit_breakers.{name}") for name in sorted(state.breakers)

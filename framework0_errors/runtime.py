@@ -13,7 +13,8 @@ from .journal import ErrorJournal
 from .notify import NotificationEvent, Notifier
 from .orchestrator import Run
 from .redact import DEFAULT_SECRET_KEYS, Redactor
-from .stores.memory import MemoryStore
+from .state import open_state, recipe_identity
+from .stores.select import Store
 from .testing import Timing, timing
 
 __all__ = ["RunState", "start_run_state"]
@@ -29,20 +30,37 @@ class RunState:
     recipe_config: RecipeErrorHandling
     blocks: Mapping[str, StepErrorHandling | None]
     journal: ErrorJournal
-    store: MemoryStore
+    store: Store
     timing: Timing
     key_patterns: tuple[str, ...]
     log_watch: LogWatch
     notifier: Notifier | None = None
+    state_url: str = ""
+    warnings: list[str] = field(default_factory=list)
+    recipe_path: str = ""
+    recipe_hash: str = ""
     breakers: set[str] = field(default_factory=set)
+    outcomes: dict[str, str] = field(default_factory=dict)
 
     def redactor_for(self, args: Mapping[str, Any]) -> Redactor:
         """Return a redactor masking secret keys and the secret values found in ``args``."""
         return Redactor.for_args(args, key_patterns=self.key_patterns)
 
     def close(self) -> None:
-        """Release what the run held (the log watch)."""
+        """Release what the run held: the log watch and the store."""
         self.log_watch.close()
+        self.store.close()
+
+    def checkpoint(self, outcomes: Mapping[str, str]) -> None:
+        """Commit the run's Context and step outcomes to the store (for ``--resume``)."""
+        run = self.journal.run
+        self.store.save_checkpoint(
+            run.run_id,
+            recipe_path=self.recipe_path,
+            recipe_hash=self.recipe_hash,
+            context=run.context.to_dict(),
+            step_outcomes=dict(outcomes),
+        )
 
     def notify(
         self,
@@ -102,6 +120,8 @@ def start_run_state(
         for r in recipe_config.classification
     ]
     clocks = timing()
+    opened = open_state(run.options.get("state"), recipe_config.state)
+    recipe_path, recipe_hash = recipe_identity(run.recipe.path)
     state = RunState(
         recipe_config=recipe_config,
         blocks=blocks,
@@ -111,14 +131,19 @@ def start_run_state(
             redactor=Redactor(key_patterns=key_patterns),
             keep=errors.keep,
             wall=clocks.wall,
+            history=opened.store,
         ),
-        store=MemoryStore(),
+        store=opened.store,
         timing=clocks,
         key_patterns=key_patterns,
         log_watch=LogWatch(
             level=logging.getLevelName(errors.detect.level),
             patterns=errors.detect.patterns,
         ),
+        state_url=opened.url,
+        warnings=[opened.warning] if opened.warning else [],
+        recipe_path=recipe_path,
+        recipe_hash=recipe_hash,
     )
     if recipe_config.notifications is not None:
         state.notifier = Notifier.from_config(

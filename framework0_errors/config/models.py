@@ -53,6 +53,7 @@ __all__ = [
     "RouteMatch",
     "ScriptletRef",
     "SlackChannel",
+    "StateConfig",
     "StepErrorHandling",
     "TimeoutConfig",
     "WebhookChannel",
@@ -464,6 +465,36 @@ class ErrorsConfig(_Model):
     )
 
 
+class StateConfig(_Model):
+    """Where breaker, bulkhead, history and checkpoint state lives between runs."""
+
+    url: Name | None = Field(
+        default=None,
+        description="State store: `sqlite:PATH`, `redis://HOST:PORT/DB` or `memory:`. The "
+        "`--state` option and the FRAMEWORK0_STATE variable take precedence; unset, "
+        "`sqlite:.framework0/state.db` in the working directory.",
+        examples=["redis://127.0.0.1:6379/0", "sqlite:/var/lib/framework0/state.db"],
+    )
+    on_unavailable: Literal["fail", "local"] = Field(
+        default="fail",
+        description="If the store cannot be reached: `fail` the run with a clear message, or "
+        "use `local` state (the embedded SQLite default) with a warning in the report.",
+        examples=["local"],
+    )
+    history: Int = Field(
+        default=1000,
+        ge=1,
+        description="Error records kept in the store across runs (the newest).",
+        examples=[5000],
+    )
+    checkpoints: bool = Field(
+        default=True,
+        description="Commit the Context and step outcomes after every step, so a killed run "
+        "can be resumed with `--resume`; false saves one store write per step.",
+        examples=[False],
+    )
+
+
 # ---------------------------------------------------------------- notifications
 
 _TIMEOUT_HELP = "Seconds one delivery attempt may take."
@@ -663,4 +694,9 @@ class RecipeErrorHandling(_Model):
         default=ErrorsConfig.model_validate({}),
         description="How errors are recorded.",
         examples=[{"keep": 50}],
+    )
+    state: StateConfig = Field(
+        default=StateConfig.model_validate({}),
+        description="Where resilience state lives between runs, shared by processes.",
+        examples=[{"url": "redis://127.0.0.1:6379/0", "on_unavailable": "local"}],
     )

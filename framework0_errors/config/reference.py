@@ -29,6 +29,7 @@ _SECTIONS = (
     ("classification-match", "`classification[].match`", "ClassificationMatch"),
     ("errors", "`errors`", "ErrorsConfig"),
     ("errors-detect", "`errors.detect`", "DetectConfig"),
+    ("state", "`state`", "StateConfig"),
     ("notifications", "`notifications`", "NotificationsConfig"),
     ("channel-log", "Channel `type: log`", "LogChannel"),
     ("channel-webhook", "Channel `type: webhook`", "WebhookChannel"),

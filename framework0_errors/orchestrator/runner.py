@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,12 +58,26 @@ class StepResult:
 class Run:
     """One run of a recipe: its id, hooks, Context and a namespace for plugins."""
 
-    def __init__(self, recipe: Recipe, *, hook: Any, context: Context, workers: int) -> None:
-        self.run_id = uuid.uuid4().hex
+    def __init__(
+        self,
+        recipe: Recipe,
+        *,
+        hook: Any,
+        context: Context,
+        workers: int,
+        run_id: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        resumed: frozenset[str] = frozenset(),
+    ) -> None:
+        self.run_id = run_id or uuid.uuid4().hex
         self.recipe = recipe
         self.hook = hook
         self.context = context
         self.workers = workers
+        self.options: Mapping[str, Any] = options or {}
+        """Command-line options for plugins (e.g. ``state``), by name."""
+        self.resumed = resumed
+        """Steps that succeeded in the run being resumed; they are not run again."""
         self.extras: dict[str, Any] = {}
         """Per-run state for plugins, keyed by plugin name."""
         self.stop_reason: str | None = None
@@ -121,16 +135,29 @@ def execute(
     workers: int = 1,
     context: Context | None = None,
     on_step_end: Callable[[StepResult], None] | None = None,
+    run_id: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    resumed: Iterable[str] = (),
 ) -> RunResult:
     """Run every step of ``recipe`` and return what became of each.
 
     ``hook`` is a pluggy hook relay (``PluginManager.hook``). Steps without
     ``depends_on`` are independent: with ``workers`` > 1 they run
-    concurrently in threads; with 1 they run in ``idx`` order.
+    concurrently in threads; with 1 they run in ``idx`` order. To resume a
+    run, pass its ``run_id``, its Context, and the steps it completed as
+    ``resumed``: they count as succeeded and are not run again.
     """
     if workers < 1:
         raise ValueError("workers must be at least 1")
-    run = Run(recipe, hook=hook, context=context or Context(), workers=workers)
+    run = Run(
+        recipe,
+        hook=hook,
+        context=context or Context(),
+        workers=workers,
+        run_id=run_id,
+        options=options,
+        resumed=frozenset(resumed),
+    )
     return _Scheduler(run, on_step_end).go()
 
 
@@ -195,6 +222,10 @@ class _Scheduler:
 
     def _execute(self, step: Step) -> StepResult:
         run = self.run
+        if step.name in run.resumed:
+            return StepResult(
+                name=step.name, status="succeeded", detail="done in the run being resumed"
+            )
         self.hook.framework0_step_start(run=run, step=step)
         invocation = Invocation(step, run, run.context.writer(step.name))
         start = time.time()
