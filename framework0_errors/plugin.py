@@ -11,6 +11,7 @@ from typing import Any
 
 from .chain import StepChain, bare_step
 from .config import (
+    PATTERN_HELP,
     RecipeErrorHandling,
     StateConfig,
     StepErrorHandling,
@@ -55,8 +56,8 @@ def framework0_claim_keys() -> list[KeyClaim]:
     """Claim ``error_handling`` at recipe and at step level."""
     defs = error_handling_defs()
     return [
-        KeyClaim(KEY, "recipe", recipe_block_schema(), defs),
-        KeyClaim(KEY, "step", step_block_schema(), defs),
+        KeyClaim(KEY, "recipe", recipe_block_schema(), defs, PATTERN_HELP),
+        KeyClaim(KEY, "step", step_block_schema(), defs, PATTERN_HELP),
     ]
 
 

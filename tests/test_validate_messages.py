@@ -37,6 +37,21 @@ HEAD = """steps:
             "      timeout: 5\n",
             ":6:7: steps[0].error_handling.timeout: expected a mapping, got integer 5",
         ),
+        (
+            "      retry: {retry_on: ['category:NETWRK']}\n",
+            ":6:26: steps[0].error_handling.retry.retry_on[0]: 'category:NETWRK' is not valid "
+            "here; write an error name (ConnectionError, requests.exceptions.Timeout) or "
+            "category:NAME with NAME one of SYSTEM, NETWORK, VALIDATION, BUSINESS, SECURITY, "
+            "FRAMEWORK, UNKNOWN",
+        ),
+        (
+            "      fallback: {scriptlet: a.b, value: {x: 1}}\n",
+            ":6:7: steps[0].error_handling.fallback: give exactly one of: scriptlet, value",
+        ),
+        (
+            "",
+            ":5:5: steps[0].error_handling: expected a mapping, got null",
+        ),
     ],
 )
 def test_schema_messages(

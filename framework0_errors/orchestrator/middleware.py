@@ -19,13 +19,16 @@ class KeyClaim:
     """A recipe or step key a plugin owns, with the JSON Schema of its value.
 
     ``defs`` are merged into the recipe schema's ``$defs``; ``schema`` may
-    refer to them as ``#/$defs/<name>``.
+    refer to them as ``#/$defs/<name>``. ``pattern_help`` maps each regex
+    ``pattern`` used in them to words for error messages ("an error name or
+    category:NAME"), so people are not shown regexes.
     """
 
     key: str
     level: Literal["recipe", "step"]
     schema: Mapping[str, Any]
     defs: Mapping[str, Any] = field(default_factory=dict)
+    pattern_help: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

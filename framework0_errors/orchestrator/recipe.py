@@ -218,8 +218,11 @@ def _build(
 ) -> Recipe:
     if data is None:
         raise RecipeInvalid([Problem(file, 1, 1, "the file is empty; a recipe needs 'steps'")])
-    validator = Draft202012Validator(build_recipe_schema(claims))
-    problems = schema_problems(validator, data, locator)
+    validator = Draft202012Validator(
+        build_recipe_schema(claims), format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
+    helps = {k: v for claim in claims for k, v in claim.pattern_help.items()}
+    problems = schema_problems(validator, data, locator, pattern_help=helps)
     if problems:
         raise RecipeInvalid(problems)
     steps = [_step(raw, i) for i, raw in enumerate(data["steps"])]

@@ -25,30 +25,37 @@ _TYPE_NAMES = {
 }
 
 
-def schema_problems(validator: Draft202012Validator, data: Any, locator: Locator) -> list[Problem]:
-    """Validate ``data`` and return one located problem per schema violation."""
+def schema_problems(
+    validator: Draft202012Validator,
+    data: Any,
+    locator: Locator,
+    *,
+    pattern_help: Mapping[str, str] | None = None,
+) -> list[Problem]:
+    """Validate ``data`` and return one located problem per schema violation.
+
+    ``pattern_help`` says in words what each regex ``pattern`` of the schema
+    means, so a person is not shown the regex.
+    """
+    helps = pattern_help or {}
     problems: list[Problem] = []
     for error in validator.iter_errors(data):
-        problems.extend(_explain(_deepest(error), locator))
+        chosen = best_match([error])  # the branch of a oneOf/anyOf that got furthest
+        problems.extend(_explain(chosen or error, locator, helps))
     unique = {(p.line, p.column, p.path, p.message): p for p in problems}
     return sorted(unique.values(), key=Problem.sort_key)
 
 
-def _deepest(error: ValidationError) -> ValidationError:
-    # For oneOf/anyOf, report the branch that got furthest, as jsonschema does.
-    while error.context:
-        chosen = best_match(error.context)
-        if chosen is None:  # pragma: no cover - best_match only fails on empty input
-            break
-        error = chosen
-    return error
-
-
-def _explain(error: ValidationError, locator: Locator) -> Iterator[Problem]:
+def _explain(
+    error: ValidationError, locator: Locator, helps: Mapping[str, str]
+) -> Iterator[Problem]:
     path = list(error.absolute_path)
     keyword = error.validator
     schema: Mapping[str, Any] = error.schema if isinstance(error.schema, Mapping) else {}
     expected: Any = error.validator_value
+    if keyword in ("anyOf", "oneOf"):
+        yield locator.problem(path, _alternatives(error))
+        return
     if keyword in ("additionalProperties", "unevaluatedProperties") and isinstance(
         error.instance, Mapping
     ):
@@ -70,9 +77,7 @@ def _explain(error: ValidationError, locator: Locator) -> Iterator[Problem]:
     if keyword == "type":
         names = [expected] if isinstance(expected, str) else list(expected)
         expected = " or ".join(_TYPE_NAMES.get(n, n) for n in names)
-        yield locator.problem(
-            path, f"expected {expected}, got {_kind(error.instance)} {_show(error.instance)}"
-        )
+        yield locator.problem(path, f"expected {expected}, got {_got(error.instance)}")
         return
     if keyword == "required" and isinstance(error.instance, Mapping):
         missing = [k for k in expected if k not in error.instance]
@@ -80,12 +85,27 @@ def _explain(error: ValidationError, locator: Locator) -> Iterator[Problem]:
             yield locator.problem(path, f"missing required key '{key}'")
         return
     if keyword == "pattern":
-        yield locator.problem(
-            path,
-            f"{_show(error.instance)} does not match the expected form {error.validator_value}",
-        )
+        meaning = helps.get(str(expected), f"text matching the pattern {expected}")
+        yield locator.problem(path, f"{_show(error.instance)} is not valid here; write {meaning}")
+        return
+    if keyword == "format" and expected == "regex":
+        yield locator.problem(path, f"{_show(error.instance)} is not a valid regular expression")
         return
     yield locator.problem(path, error.message)
+
+
+def _alternatives(error: ValidationError) -> str:
+    # Reached when no branch of a oneOf/anyOf got further than another.
+    branches = [e for e in error.context or () if not e.relative_path]
+    if branches and all(e.validator == "type" for e in branches):
+        names = [_TYPE_NAMES.get(str(e.validator_value), str(e.validator_value)) for e in branches]
+        return f"expected {' or '.join(names)}, got {_got(error.instance)}"
+    subschemas = error.validator_value if isinstance(error.validator_value, list) else []
+    exclusive = [s.get("required", []) for s in subschemas if isinstance(s, Mapping)]
+    if error.validator == "oneOf" and exclusive and all(len(r) == 1 for r in exclusive):
+        keys = ", ".join(sorted(r[0] for r in exclusive))
+        return f"give exactly one of: {keys}"
+    return error.message
 
 
 def _allowed_keys(schema: Mapping[str, Any]) -> list[str]:
@@ -107,6 +127,10 @@ def _unknown_key(key: str, allowed: list[str]) -> str:
     if allowed:
         return f"unknown key '{key}'; allowed keys: {', '.join(sorted(allowed))}"
     return f"unknown key '{key}'"
+
+
+def _got(value: Any) -> str:
+    return "null" if value is None else f"{_kind(value)} {_show(value)}"
 
 
 def _kind(value: Any) -> str:
