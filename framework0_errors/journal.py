@@ -62,7 +62,7 @@ class ErrorJournal:
 
     def record(
         self,
-        invocation: Invocation | None,
+        invocation: Invocation,
         step: str,
         exc: BaseException,
         *,
@@ -82,16 +82,7 @@ class ErrorJournal:
             clock=self.wall,
         )
         data = self._keep(step, record)
-        if invocation is not None:
-            self.run.report_step_error(invocation, exc, attempt=attempt, record=data)
-        else:
-            self.run.hook.framework0_step_error(
-                run=self.run,
-                step=self.run.recipe.step(step),
-                error=exc,
-                attempt=attempt,
-                record=data,
-            )
+        self.run.report_step_error(invocation, exc, attempt=attempt, record=data)
         return record
 
     def record_detected(

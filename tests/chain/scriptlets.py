@@ -86,3 +86,19 @@ def release_holder(context: Any, args: Mapping[str, Any]) -> int:
     context.set(f"rejected.{args['n']}", True)
     HOLD.set()
     return 0
+
+
+def returns_one(context: Any, args: Mapping[str, Any]) -> int:
+    """A fallback that fails by its return code."""
+    return 1
+
+
+def fails_first_time(context: Any, args: Mapping[str, Any]) -> int:
+    """Fail while ``args.marker`` does not exist (creating it), then succeed: across runs."""
+    import os
+
+    if not os.path.exists(args["marker"]):
+        with open(args["marker"], "w"):
+            pass
+        raise ConnectionError("first call refused")
+    return 0

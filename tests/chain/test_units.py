@@ -1,0 +1,182 @@
+"""Small pieces of the chain: abandon signals, leases, explain, state choice, clocks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from framework0_errors import state as state_module
+from framework0_errors.config import StateConfig, StepErrorHandling
+from framework0_errors.explain import describe_chain, worst_case
+from framework0_errors.pipeline import _NEVER, Abandon, slot_lease
+from framework0_errors.state import ResumeError, find_checkpoint, open_state, state_url
+from framework0_errors.stores.select import StoreUnavailableError, open_store
+from framework0_errors.testing import FakeClock, fake_time
+
+from ..conftest import CliResult, Project
+
+M = "tests.chain.scriptlets"
+
+
+def _block(data: dict[str, Any]) -> StepErrorHandling:
+    return StepErrorHandling.model_validate(data)
+
+
+def test_abandon_runs_callbacks_once_whenever_added() -> None:
+    """Callbacks added before or after set() run exactly once with the reason."""
+    seen: list[str] = []
+    signal = Abandon()
+    signal.add(seen.append)
+    signal.set("late")
+    signal.set("again")
+    signal.add(seen.append)
+    assert seen == ["late", "late"]
+    _NEVER.add(seen.append)
+    assert seen == ["late", "late"]
+
+
+@pytest.mark.parametrize(("data", "lease"), [({}, 3600.0), ({"timeout": {"seconds": 10}}, 90.0)])
+def test_slot_lease(data: dict[str, Any], lease: float) -> None:
+    """Leases outlast any live attempt: 3x the timeout plus a minute, else an hour."""
+    assert slot_lease(_block(data)) == lease
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"timeout": {"seconds": 2}, "bulkhead": {"max_wait": 1}}, "3s"),
+        ({"retry": {"max_attempts": 3, "initial_delay": 1}, "timeout": {"seconds": 2}}, "9s"),
+        (
+            {
+                "retry": {"max_attempts": 9, "initial_delay": 1, "deadline": 5},
+                "timeout": {"seconds": 1},
+            },
+            "6s",
+        ),
+        ({"retry": {}}, "unbounded (no timeout)"),
+    ],
+)
+def test_worst_case(data: dict[str, Any], expected: str) -> None:
+    """The worst case adds attempts, waits and slot waits, capped by the deadline."""
+    assert worst_case(_block(data)) == expected
+
+
+def test_describe_notify_and_module_only_rollback() -> None:
+    """explain lists notify channels and module-only references."""
+    text = describe_chain(
+        _block({"notify": ["ops"], "rollback": {"scriptlet": {"module": "acme.undo"}}}),
+        step_name="s",
+    )
+    assert text == "step; worst case unbounded (no timeout); rollback acme.undo; notify ops"
+
+
+def test_state_url_precedence() -> None:
+    """--state, then FRAMEWORK0_STATE, then the recipe, then the SQLite default."""
+    config = StateConfig(url="memory:")
+    env = {"FRAMEWORK0_STATE": "sqlite:env.db"}
+    assert state_url("redis://h:1/0", config, env) == "redis://h:1/0"
+    assert state_url(None, config, env) == "sqlite:env.db"
+    assert state_url(" ", config, {}) == "memory:"
+    assert state_url(None, None, {}) == "sqlite:.framework0/state.db"
+
+
+def test_missing_redis_client_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A redis:// URL without the redis package says which extra to install."""
+
+    def no_client(url: str, **kwargs: Any) -> None:
+        raise ModuleNotFoundError("No module named 'redis'", name="redis")
+
+    monkeypatch.setattr(state_module, "open_store", no_client)
+    with pytest.raises(StoreUnavailableError, match=r"framework0-errors\[redis\]"):
+        open_state("redis://user:pw@127.0.0.1:1/0", None, {})
+
+
+def test_unavailable_default_store_is_not_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the default itself fails, on_unavailable: local has nothing to fall back to."""
+
+    def broken(url: str, **kwargs: Any) -> None:
+        raise StoreUnavailableError("disk full")
+
+    monkeypatch.setattr(state_module, "open_store", broken)
+    with pytest.raises(StoreUnavailableError, match="disk full"):
+        open_state(None, StateConfig(on_unavailable="local"), {})
+
+
+def test_checkpoint_of_another_recipe_is_refused(tmp_path: Path) -> None:
+    """--resume RUN_ID refuses a run of a different recipe."""
+    store = open_store("memory:")
+    one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    one.write_text("steps: []\n")
+    two.write_text("steps: []\n")
+    path, digest = state_module.recipe_identity(str(one))
+    store.save_checkpoint("r1", recipe_path=path, recipe_hash=digest, context={}, step_outcomes={})
+    assert find_checkpoint(store, str(one), "r1", force=False).run_id == "r1"
+    with pytest.raises(ResumeError, match="is of"):
+        find_checkpoint(store, str(two), "r1", force=False)
+
+
+def test_fake_clock_advance() -> None:
+    """advance() moves time without recording a sleep."""
+    clock = FakeClock(start=10.0)
+    clock.advance(5)
+    assert clock.now() == 15.0
+    assert clock.sleeps == []
+
+
+def test_breaker_closes_after_recovery_and_notifies(
+    project: Project, run_cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    """Across two runs on one store: open, then after recovery_timeout a trial closes it."""
+    url = f"sqlite:{tmp_path / 'state.db'}"
+    text = f"""
+error_handling:
+  notifications:
+    channels: {{ops: {{type: log}}}}
+    routes: [{{channels: [ops]}}]
+steps:
+  - name: s
+    module: {M}
+    function: fails_first_time
+    args: {{marker: "{tmp_path / 'marker'}"}}
+    error_handling:
+      circuit_breaker: {{name: svc, failure_threshold: 1, recovery_timeout: 60}}
+"""
+    path = project.recipe(text)
+    with fake_time() as clock:
+        assert run_cli("run", path, "--state", url).code == 1
+        clock.advance(61)
+        second = run_cli("run", path, "--state", url, "--report", "r.json")
+    assert second.code == 0, second
+    report = (project.root / "r.json").read_text()
+    assert '"state": "closed"' in report
+    assert '"sent": 1' in report
+
+
+def test_detected_error_in_a_chained_attempt_and_bad_fallback(
+    run_cli: Callable[..., CliResult], project: Project
+) -> None:
+    """A logged error inside a chained attempt is recorded; a failing fallback code fails."""
+    text = f"""
+steps:
+  - name: logs
+    module: {M}
+    function: logs_error
+    error_handling: {{retry: {{max_attempts: 2}}}}
+  - name: bad_fallback
+    module: {M}
+    function: dead
+    args: {{name: b}}
+    error_handling:
+      fallback: {{scriptlet: "{M}:returns_one"}}
+      on_failure: continue
+"""
+    result = run_cli("run", project.recipe(text), "--context-out", "ctx.json")
+    assert result.code == 1
+    assert "bad_fallback (fallback)' returned 1" in result.out
+    ctx = (project.root / "ctx.json").read_text()
+    assert "partial data: 3 rows skipped" in ctx
