@@ -6,20 +6,33 @@ group.
 """
 
 from ._version import __version__
+from .api import ErrorHandler, ResilienceConfigError, get_error_handler, resilient
 from .orchestrator.context import Context, ContextValueError
 from .orchestrator.failures import MissingContextKeys, StepFailure, StepReturnedNonZero
 from .orchestrator.hookspecs import hookimpl
 from .orchestrator.problems import Framework0Error, Problem, RecipeInvalid
+from .pipeline import FallbackFailedError
+from .policies.exceptions import BulkheadFullError, CircuitOpenError, StepTimeoutError
+from .recovery import RecoveryOrchestrator
 
 __all__ = [
+    "BulkheadFullError",
+    "CircuitOpenError",
     "Context",
     "ContextValueError",
+    "ErrorHandler",
+    "FallbackFailedError",
     "Framework0Error",
     "MissingContextKeys",
     "Problem",
     "RecipeInvalid",
+    "RecoveryOrchestrator",
+    "ResilienceConfigError",
     "StepFailure",
     "StepReturnedNonZero",
+    "StepTimeoutError",
     "__version__",
+    "get_error_handler",
     "hookimpl",
+    "resilient",
 ]

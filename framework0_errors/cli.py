@@ -237,6 +237,10 @@ def _cmd_run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         resumed=resumed,
     )
     report = result.report
+    for note in report.get("notes", ()):
+        print(f"  {note}", file=stdout)
+    for warning in report.get("warnings", ()):
+        print(f"framework0: warning: {warning}", file=stderr)
     counts = report["counts"]
     print(
         f"recipe {recipe.name}: {report['status']} ({counts['succeeded']} succeeded, "

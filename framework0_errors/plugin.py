@@ -22,6 +22,7 @@ from .config import (
     step_block_schema,
 )
 from .explain import describe_chain
+from .journal import WHO
 from .orchestrator import (
     Context,
     KeyClaim,
@@ -32,7 +33,10 @@ from .orchestrator import (
     StepMiddleware,
     StepResult,
     hookimpl,
+    plugin_manager,
 )
+from .recovery import recover_problem, recovery_recipe_path, run_recovery_recipe
+from .rollback import apply_rollback_outcome
 from .runtime import PLUGIN, RunState, start_run_state
 
 __all__ = [
@@ -65,8 +69,15 @@ def framework0_claim_keys() -> list[KeyClaim]:
 def framework0_validate_recipe(recipe: Recipe) -> list[Problem]:
     """Check merged blocks, references, delays, shared names and channels."""
     problems = check_recipe(recipe.raw, recipe.locator)
-    if not any(p.severity == "error" for p in problems):
-        _config(recipe)  # parse now, so that explain and run reuse it
+    if any(p.severity == "error" for p in problems):
+        return problems
+    blocks = _config(recipe)[1]  # parsed now, so that explain and run reuse it
+    for step in recipe.steps:
+        block = blocks.get(step.name)
+        why = recover_problem(recipe.path, block.recover) if block and block.recover else None
+        if why is not None:
+            where = ("steps", step.position, "error_handling", "recover")
+            problems.append(recipe.locator.problem(where, why))
     return problems
 
 
@@ -125,9 +136,32 @@ def framework0_step_end(run: Run, step: Step, result: StepResult) -> None:
             step.name,
             {"attempts": 0, "outcome": "skipped", "strategy": None, "duration": 0.0},
         )
+    block = state.blocks.get(step.name)
+    if result.status == "succeeded" and block is not None and block.rollback is not None:
+        state.compensations.register(step, block.rollback)
+    if result.status == "failed":
+        _after_final_failure(run, state, step, block)
     state.outcomes[step.name] = result.status
     if result.status != "skipped" and state.recipe_config.state.checkpoints:
         state.checkpoint(state.outcomes)
+
+
+def _after_final_failure(
+    run: Run, state: RunState, step: Step, block: StepErrorHandling | None
+) -> None:
+    if state.on_failure(step.name) == "rollback":
+        state.rollback_trigger.append(step.name)
+    if block is not None and block.recover is not None:
+        record = state.journal.last.get(step.name)
+        state.recoveries[step.name] = run_recovery_recipe(
+            recovery_recipe_path(run.recipe.path, block.recover),
+            pm=plugin_manager(),
+            failure={
+                "step": step.name,
+                "error": record.to_dict() if record is not None else None,
+                "run_id": run.run_id,
+            },
+        )
 
 
 @hookimpl
@@ -135,6 +169,14 @@ def framework0_run_end(run: Run, context: Context, report: dict[str, Any]) -> No
     """Write the final state of every breaker the run used."""
     state = _state(run)
     try:
+        if state.rollback_trigger:
+            _roll_back(run, state, context, report)
+        if state.recoveries:
+            report["recovery"] = {n: r.to_dict() for n, r in state.recoveries.items()}
+            notes = report.setdefault("notes", [])
+            for name, recovery in state.recoveries.items():
+                why = f" ({recovery.error})" if recovery.error else ""
+                notes.append(f"recovery {recovery.recipe} for {name}: {recovery.outcome}{why}")
         now = state.timing.wall()
         for name in sorted(state.breakers):
             state.journal.set_breaker(state.store.snapshot(name, now=now))
@@ -152,6 +194,29 @@ def framework0_run_end(run: Run, context: Context, report: dict[str, Any]) -> No
         report["circuit_breakers"] = {
             name: context.get(f"circuit_breakers.{name}") for name in sorted(state.breakers)
         }
+
+
+def _roll_back(run: Run, state: RunState, context: Context, report: dict[str, Any]) -> None:
+    # Runs after the last running step ended: the host calls run_end only then.
+    rollback = state.compensations.run(
+        context=context,
+        workers=run.workers,
+        timing=state.timing,
+        classify=state.journal.classify,
+        dependents=run.recipe.dependents(),
+    )
+    outcome = apply_rollback_outcome(
+        context, failed_steps=state.rollback_trigger, rollback=rollback, report=report, who=WHO
+    )
+    notes = report.setdefault("notes", [])
+    for item in rollback.steps:
+        if item.status == "compensated":
+            state.outcomes[item.step] = "compensated"  # undone: --resume must run it again
+        error = f": {item.error}" if item.error else ""
+        notes.append(f"rollback of {item.step}: {item.status}{error}")
+    notes.append(f"{', '.join(state.rollback_trigger)}: {outcome.replace('_', ' ')}")
+    for name in state.rollback_trigger:
+        state.notify("rolled_back" if outcome == "rolled_back" else "failed", step=name)
 
 
 def _state(run: Run) -> RunState:

@@ -12,7 +12,9 @@ from .detect import LogWatch
 from .journal import ErrorJournal
 from .notify import NotificationEvent, Notifier
 from .orchestrator import Run
+from .recovery import RecoveryRunResult
 from .redact import DEFAULT_SECRET_KEYS, Redactor
+from .rollback import Compensations
 from .state import open_state, recipe_identity
 from .stores.select import Store
 from .testing import Timing, timing
@@ -41,6 +43,10 @@ class RunState:
     recipe_hash: str = ""
     breakers: set[str] = field(default_factory=set)
     outcomes: dict[str, str] = field(default_factory=dict)
+    compensations: Compensations = field(default_factory=Compensations)
+    rollback_trigger: list[str] = field(default_factory=list)
+    """Steps whose final failure asked for a rollback."""
+    recoveries: dict[str, RecoveryRunResult] = field(default_factory=dict)
 
     def redactor_for(self, args: Mapping[str, Any]) -> Redactor:
         """Return a redactor masking secret keys and the secret values found in ``args``."""
@@ -121,7 +127,7 @@ def start_run_state(
     ]
     clocks = timing()
     opened = open_state(run.options.get("state"), recipe_config.state)
-    recipe_path, recipe_hash = recipe_identity(run.recipe.path)
+    recipe_path, recipe_hash = recipe_identity(run.recipe.path, run.recipe.raw)
     state = RunState(
         recipe_config=recipe_config,
         blocks=blocks,
@@ -144,6 +150,7 @@ def start_run_state(
         warnings=[opened.warning] if opened.warning else [],
         recipe_path=recipe_path,
         recipe_hash=recipe_hash,
+        compensations=Compensations(key_patterns=key_patterns),
     )
     if recipe_config.notifications is not None:
         state.notifier = Notifier.from_config(

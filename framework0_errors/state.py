@@ -9,10 +9,12 @@ The store is chosen by, in order: the ``--state`` option, the
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .config import StateConfig
 from .orchestrator.problems import Framework0Error
@@ -95,10 +97,20 @@ def _open(url: str, retention: int) -> Store:
         ) from None
 
 
-def recipe_identity(path: str) -> tuple[str, str]:
-    """Return the recipe's resolved path and the SHA-256 of its bytes."""
+def recipe_identity(path: str, raw: Mapping[str, Any] | None = None) -> tuple[str, str]:
+    """Return the recipe's resolved path and the SHA-256 of its bytes.
+
+    A recipe that was never a file (parsed from text) is identified by its
+    data instead.
+    """
     resolved = Path(path).resolve()
-    return str(resolved), hashlib.sha256(resolved.read_bytes()).hexdigest()
+    try:
+        content = resolved.read_bytes()
+    except OSError:
+        if raw is None:
+            raise
+        content = json.dumps(raw, sort_keys=True, default=str).encode()
+    return str(resolved), hashlib.sha256(content).hexdigest()
 
 
 def find_checkpoint(

@@ -22,13 +22,21 @@ EXPECTED = {
     "timeout.yaml": (0, ["timed out after 0.5s"]),
     "circuit_breaker.yaml": (1, ["short-circuited (breaker payments-api open)"]),
     "bulkhead.yaml": (0, ["export_latam"]),
+    "saga.yaml": (
+        1,
+        [
+            "FAILED   charge",
+            "rollback of reserve: compensated",
+            "charge: rolled back",
+            "restart_service.yaml for charge: succeeded",
+        ],
+    ),
+    "restart_service.yaml": (0, []),
 }
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_example_runs(
-    name: str, project: Project, run_cli: Callable[..., CliResult]
-) -> None:
+def test_example_runs(name: str, project: Project, run_cli: Callable[..., CliResult]) -> None:
     """The example's exit code and step lines are what its comments promise."""
     for item in RECIPES.iterdir():
         target = project.root / item.name

@@ -142,7 +142,7 @@ steps:
   - name: s
     module: {M}
     function: fails_first_time
-    args: {{marker: "{tmp_path / 'marker'}"}}
+    args: {{marker: "{tmp_path / "marker"}"}}
     error_handling:
       circuit_breaker: {{name: svc, failure_threshold: 1, recovery_timeout: 60}}
 """
