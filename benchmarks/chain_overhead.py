@@ -69,11 +69,12 @@ def _per_call(fn: Callable[[], Any], calls: int, rounds: int = 5) -> float:
     return min(best)
 
 
-def _chain(extra: str = "") -> Callable[[], None]:
-    text = f"steps:\n  - name: s\n    module: m\n    function: f\n{BLOCK}{extra}"
+def _chain(extra: str = "", *, state: str = "memory:", bulkhead: bool = True) -> Callable[[], None]:
+    block = BLOCK if bulkhead else "\n".join(x for x in BLOCK.split("\n") if "bulkhead" not in x)
+    text = f"steps:\n  - name: s\n    module: m\n    function: f\n{block}{extra}"
     pm = plugin_manager()
     recipe = parse_recipe(text, "bench.yaml", claims=claims(pm), resolve=False)
-    run = Run(recipe, hook=pm.hook, context=Context(), workers=1)
+    run = Run(recipe, hook=pm.hook, context=Context(), workers=1, options={"state": state})
     config, blocks = load_recipe_config(recipe.raw)
     state = start_run_state(run, config, blocks)
     step = recipe.steps[0]
@@ -86,6 +87,10 @@ def _chain(extra: str = "") -> Callable[[], None]:
         work()
 
     return lambda: chain(invocation, inner)
+
+
+def _disk(db: Path) -> int:
+    return sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
 
 
 def _tenacity_pybreaker() -> Callable[[], int]:
@@ -142,12 +147,32 @@ def main() -> None:
     hand = _per_call(_hand_written(), n)
     ours = _per_call(_chain(), n)
     theirs = _per_call(_tenacity_pybreaker(), n)
+    sqlite: dict[bool, tuple[float, float, int]] = {}
+    for with_bulkhead in (False, True):
+        with tempfile.TemporaryDirectory() as tmp:
+            db = Path(tmp) / "state.db"
+            in_memory = _per_call(_chain(bulkhead=with_bulkhead), n)
+            durable = _chain(state=f"sqlite:{db}", bulkhead=with_bulkhead)
+            durable()  # the first call creates rows; measure the steady state
+            before = _disk(db)
+            on_disk = _per_call(durable, n)
+            sqlite[with_bulkhead] = (in_memory, on_disk, _disk(db) - before)
     print("1. success path, retry + circuit_breaker + bulkhead + fallback")
     print(f"   bare call:               {bare * 1e9:9.0f} ns")
     print(f"   hand-written retry loop: {hand * 1e9:9.0f} ns")
     print(f"   framework0 chain:        {ours * 1e9:9.0f} ns  (adds {(ours - bare) * 1e6:.2f} us)")
     print(f"   tenacity + pybreaker:    {theirs * 1e9:9.0f} ns")
     print(f"   tenacity+pybreaker / framework0 chain: {theirs / ours:.1f}x")
+    for with_bulkhead, (in_memory, on_disk, grown) in sqlite.items():
+        what = (
+            "with bulkhead (a slot lease taken and given back per call)"
+            if with_bulkhead
+            else ("retry + circuit_breaker + fallback")
+        )
+        print(
+            f"   SQLite store, {what}: {on_disk * 1e6:.1f} us vs {in_memory * 1e6:.1f} us in "
+            f"memory ({on_disk / in_memory:.2f}x); bytes written over {5 * n} calls: {grown}"
+        )
 
     pool = ThreadPoolExecutor(4)
     tpe = _per_call(lambda: pool.submit(work).result(5), n // 4)

@@ -126,6 +126,9 @@ class Context:
         self._discarded: list[DiscardedWrite] = []
         self._clock = clock
         self._history_limit = history_limit
+        self._version = 0
+        # key -> version of its last change, least recently changed first
+        self._changed: dict[str, int] = {}
         for key, value in (initial or {}).items():
             self.set(key, value)
 
@@ -157,9 +160,27 @@ class Context:
         with self._lock:
             before = self._data.get(key)
             self._data[key] = stored
+            self._version += 1
+            self._changed.pop(key, None)
+            self._changed[key] = self._version
             if len(self._history) >= self._history_limit:
                 del self._history[: self._history_limit // 10 or 1]
             self._history.append(Change(key, before, stored, who, self._clock()))
+
+    def changes_since(self, version: int) -> tuple[int, dict[str, Any]]:
+        """Return the current version, and a copy of every key set after ``version``.
+
+        Version 0 is the empty Context; each ``set`` adds one. Costs time in
+        proportion to the keys changed, not to the size of the Context, so a
+        checkpoint can store only what changed since the last one.
+        """
+        with self._lock:
+            changed: dict[str, Any] = {}
+            for key in reversed(self._changed):
+                if self._changed[key] <= version:
+                    break
+                changed[key] = self._data[key]
+            return self._version, _plain_copy(changed)
 
     def keys(self) -> list[str]:
         """Return the keys, in the order they were first set."""

@@ -131,3 +131,18 @@ def test_step_view_attributes_and_fences() -> None:
     assert discarded.to_dict()["key"] == "late"
     assert discarded.who == "fetch"
     assert discarded.reason == "timed out after 0.5s"
+
+
+def test_changes_since_returns_only_what_changed() -> None:
+    """changes_since(v) gives the keys set after version v, as copies."""
+    ctx = Context()
+    assert ctx.changes_since(0) == (0, {})
+    ctx.set("a", 1)
+    ctx.set("b", {"x": [1]})
+    version, changes = ctx.changes_since(0)
+    assert (version, changes) == (2, {"a": 1, "b": {"x": [1]}})
+    changes["b"]["x"].append(2)
+    assert ctx.get("b") == {"x": [1]}
+    ctx.set("a", 3)
+    assert ctx.changes_since(version) == (3, {"a": 3})
+    assert ctx.changes_since(3) == (3, {})
