@@ -141,9 +141,9 @@ def framework0_step_end(run: Run, step: Step, result: StepResult) -> None:
         state.compensations.register(step, block.rollback)
     if result.status == "failed":
         _after_final_failure(run, state, step, block)
-    state.outcomes[step.name] = result.status
+    state.record_outcome(step.name, result.status)
     if result.status != "skipped" and state.recipe_config.state.checkpoints:
-        state.checkpoint(state.outcomes)
+        state.checkpoint()
 
 
 def _after_final_failure(
@@ -186,7 +186,7 @@ def framework0_run_end(run: Run, context: Context, report: dict[str, Any]) -> No
         report["state"] = state.state_url
         if state.warnings:
             report["warnings"] = list(state.warnings)
-        state.checkpoint(state.outcomes)
+        state.checkpoint()
         state.store.finish_run(run.run_id, report["status"])
     finally:
         state.close()
@@ -211,7 +211,7 @@ def _roll_back(run: Run, state: RunState, context: Context, report: dict[str, An
     notes = report.setdefault("notes", [])
     for item in rollback.steps:
         if item.status == "compensated":
-            state.outcomes[item.step] = "compensated"  # undone: --resume must run it again
+            state.record_outcome(item.step, "compensated")  # undone: --resume runs it again
         error = f": {item.error}" if item.error else ""
         notes.append(f"rollback of {item.step}: {item.status}{error}")
     notes.append(f"{', '.join(state.rollback_trigger)}: {outcome.replace('_', ' ')}")

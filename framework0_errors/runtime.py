@@ -42,7 +42,8 @@ class RunState:
     recipe_path: str = ""
     recipe_hash: str = ""
     breakers: set[str] = field(default_factory=set)
-    outcomes: dict[str, str] = field(default_factory=dict)
+    unsaved: dict[str, str] = field(default_factory=dict)
+    """Step outcomes not yet in a checkpoint."""
     compensations: Compensations = field(default_factory=Compensations)
     rollback_trigger: list[str] = field(default_factory=list)
     """Steps whose final failure asked for a rollback."""
@@ -57,15 +58,24 @@ class RunState:
         self.log_watch.close()
         self.store.close()
 
-    def checkpoint(self, outcomes: Mapping[str, str]) -> None:
-        """Commit the run's Context and step outcomes to the store (for ``--resume``)."""
+    def record_outcome(self, step: str, status: str) -> None:
+        """Note a step's outcome for the next checkpoint."""
+        self.unsaved[step] = status
+
+    def checkpoint(self) -> None:
+        """Commit the Context and the outcomes noted since the last checkpoint.
+
+        The store merges them into what it holds, so a checkpoint costs what
+        changed, not the whole run so far.
+        """
         run = self.journal.run
+        outcomes, self.unsaved = self.unsaved, {}
         self.store.save_checkpoint(
             run.run_id,
             recipe_path=self.recipe_path,
             recipe_hash=self.recipe_hash,
             context=run.context.to_dict(),
-            step_outcomes=dict(outcomes),
+            step_outcomes=outcomes,
         )
 
     def notify(

@@ -4,8 +4,10 @@ Every state change is one Lua script, which Redis runs atomically. Keys start wi
 ``PREFIX:`` so fleets sharing a server keep apart: ``breaker:NAME`` (hash),
 ``bulkhead:NAME`` (sorted set of holders scored by lease expiry, trimmed by the acquire
 script; the key expires once every lease has), ``breakers`` and ``bulkheads`` (sets of
-names), ``errors`` (list, newest first), ``run:ID`` (hash), ``runs`` and
-``recipe-runs:PATH`` (sorted sets of run ids by start order), ``run-seq`` (counter).
+names), ``errors`` (list, newest first), ``run:ID`` (hash), ``run-steps:ID`` (hash of
+step name to outcome JSON), ``run-step-order:ID`` (list of step names in the order
+they were first saved), ``runs`` and ``recipe-runs:PATH`` (sorted sets of run ids by
+start order), ``run-seq`` (counter).
 
 Times are the callers' wall clocks (``time.time``), never the server's, so the machines
 sharing a server need synchronised clocks (NTP): a lease or a recovery timeout is as
@@ -34,6 +36,7 @@ from framework0_errors.stores.select import (
     check_outcome,
     check_retention,
     checkpoint_from,
+    outcome_texts,
     summary_from,
 )
 
@@ -136,13 +139,15 @@ if last == math.huge then redis.call('PERSIST', KEYS[1]) else
 end
 return 1
 """
-# KEYS: run, runs, recipe-runs:PATH, run-seq; ARGV: id, path, hash, now, context, outcomes,
-# retention, run key prefix, recipe-runs key prefix
+# KEYS: run, runs, recipe-runs:PATH, run-seq, run-steps, run-step-order; ARGV: id, path,
+# hash, now, context, retention, then the key prefixes of run, recipe-runs, run-steps and
+# run-step-order, then step/outcome pairs. Only the steps given are written: HSET returns
+# 1 for a step new to the run, which is then appended to the order list.
 _SAVE_CHECKPOINT = """
 local seq = redis.call('HGET', KEYS[1], 'seq')
 if seq then
   local old = redis.call('HGET', KEYS[1], 'recipe_path')
-  if old ~= ARGV[2] then redis.call('ZREM', ARGV[9] .. old, ARGV[1]) end
+  if old ~= ARGV[2] then redis.call('ZREM', ARGV[8] .. old, ARGV[1]) end
 else
   seq = redis.call('INCR', KEYS[4])
   redis.call('HSET', KEYS[1], 'seq', seq, 'run_id', ARGV[1], 'started_at', ARGV[4])
@@ -150,14 +155,19 @@ else
 end
 redis.call('ZADD', KEYS[3], seq, ARGV[1])
 redis.call('HSET', KEYS[1], 'recipe_path', ARGV[2], 'recipe_hash', ARGV[3], 'updated_at',
-  ARGV[4], 'context', ARGV[5], 'step_outcomes', ARGV[6])
+  ARGV[4], 'context', ARGV[5])
 redis.call('HDEL', KEYS[1], 'finished_at', 'outcome')
-local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[7])
+for i = 11, #ARGV, 2 do
+  if redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 1]) == 1 then
+    redis.call('RPUSH', KEYS[6], ARGV[i])
+  end
+end
+local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[6])
 if extra > 0 then
   for _, gone in ipairs(redis.call('ZRANGE', KEYS[2], 0, extra - 1)) do
-    local path = redis.call('HGET', ARGV[8] .. gone, 'recipe_path')
-    redis.call('ZREM', ARGV[9] .. path, gone)
-    redis.call('DEL', ARGV[8] .. gone)
+    local path = redis.call('HGET', ARGV[7] .. gone, 'recipe_path')
+    redis.call('ZREM', ARGV[8] .. path, gone)
+    redis.call('DEL', ARGV[7] .. gone, ARGV[9] .. gone, ARGV[10] .. gone)
   end
   redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1)
 end
@@ -170,6 +180,8 @@ redis.call('HSET', KEYS[1], 'outcome', ARGV[1], 'finished_at', ARGV[2])
 return 1
 """
 _UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError)
+# The keys of one run, in the order the save script takes their prefixes.
+_RUN_KEY_KINDS = ("run", "recipe-runs", "run-steps", "run-step-order")
 _SUMMARY_FIELDS = (
     *("run_id", "recipe_path", "recipe_hash", "started_at", "updated_at"),
     *("finished_at", "outcome"),
@@ -369,24 +381,38 @@ class RedisStore:
         context: Mapping[str, Any],
         step_outcomes: Mapping[str, Any],
     ) -> None:
-        """Replace the run's checkpoint in one transaction; the run counts as running again."""
-        texts = json.dumps(dict(context)), json.dumps(dict(step_outcomes))
+        """Replace the run's Context and merge ``step_outcomes`` into its stored outcomes.
+
+        One script writes the run hash and the given steps' fields of ``run-steps:ID``.
+        """
+        context_text, outcomes = json.dumps(dict(context)), outcome_texts(step_outcomes)
         keys = [
             self._key("run", run_id),
             self._key("runs"),
             self._key("recipe-runs", recipe_path),
             self._key("run-seq"),
+            self._key("run-steps", run_id),
+            self._key("run-step-order", run_id),
         ]
-        args: list[str | int] = [run_id, recipe_path, recipe_hash, _num(self._clock()), *texts]
-        args += [self.run_retention, self._key("run", ""), self._key("recipe-runs", "")]
+        args: list[str | int] = [run_id, recipe_path, recipe_hash, _num(self._clock())]
+        args += [context_text, self.run_retention]
+        args += [self._key(kind, "") for kind in _RUN_KEY_KINDS]
+        args += [text for pair in outcomes for text in pair]
         with self._guard():
             self._scripts["save_checkpoint"](keys=keys, args=args)
 
     def load_checkpoint(self, run_id: str) -> Checkpoint | None:
-        """Return the run's last checkpoint, or None if the store has none."""
+        """Return the run's last Context and every step outcome saved, or None if unknown."""
         with self._guard():
-            row = cast(dict[str, str], self._redis.hgetall(self._key("run", run_id)))
-        return checkpoint_from(row) if row else None
+            # MULTI/EXEC: a save or a trim between the reads is never half seen.
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hgetall(self._key("run", run_id))
+            pipe.hgetall(self._key("run-steps", run_id))
+            pipe.lrange(self._key("run-step-order", run_id), 0, -1)
+            row, texts, order = cast(
+                tuple[dict[str, str], dict[str, str], list[str]], tuple(pipe.execute())
+            )
+        return checkpoint_from(row, ((step, texts[step]) for step in order)) if row else None
 
     def latest_run(self, recipe_path: str) -> Checkpoint | None:
         """Return the checkpoint of the run of ``recipe_path`` started last, or None."""

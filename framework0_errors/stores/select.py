@@ -15,7 +15,7 @@ import json
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -76,7 +76,7 @@ class RunSummary:
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint(RunSummary):
-    """A run's last saved Context and per-step outcomes, as JSON data."""
+    """A run's last saved Context and every step outcome saved for it, as JSON data."""
 
     context: dict[str, Any] = field(default_factory=dict)
     step_outcomes: dict[str, Any] = field(default_factory=dict)
@@ -87,7 +87,8 @@ class Store(BreakerStore, BulkheadStore, Protocol):
 
     Error history keeps the newest ``error_retention`` records; runs keep the newest
     ``run_retention`` runs. Lists come newest first. Records, contexts and step outcomes
-    must be JSON-serialisable; they come back as JSON data (tuples become lists).
+    must be JSON-serialisable; they come back as JSON data (tuples become lists). Step
+    names must be strings.
     """
 
     def append_error(self, record: Mapping[str, Any]) -> None:
@@ -107,11 +108,20 @@ class Store(BreakerStore, BulkheadStore, Protocol):
         context: Mapping[str, Any],
         step_outcomes: Mapping[str, Any],
     ) -> None:
-        """Replace the run's checkpoint in one transaction; the run counts as running again."""
+        """Replace the run's Context and merge ``step_outcomes`` into its stored outcomes.
+
+        In one transaction; the run counts as running again. Each entry of
+        ``step_outcomes`` is added to the outcomes stored for the run, or overwrites the
+        stored outcome of the same step; steps not given keep their stored outcome, so a
+        caller passes only the outcomes that are new or changed since its last save. The
+        cost of a save grows with the entries given and the Context, not with the
+        outcomes already stored. Outcomes load in the order their steps were first saved.
+        If any value is not JSON-serialisable (TypeError), nothing is saved.
+        """
         ...
 
     def load_checkpoint(self, run_id: str) -> Checkpoint | None:
-        """Return the run's last checkpoint, or None if the store has none."""
+        """Return the run's last Context and every step outcome saved, or None if unknown."""
         ...
 
     def latest_run(self, recipe_path: str) -> Checkpoint | None:
@@ -215,8 +225,8 @@ def _redact(url: str) -> str:
 class MemoryStateStore(MemoryStore):
     """:class:`MemoryStore` with error history and run checkpoints: ``memory:``.
 
-    Everything lives as long as the object, in this process. Records and checkpoints are
-    kept as JSON text, so they behave exactly as in the durable stores.
+    Everything lives as long as the object, in this process. Records, contexts and step
+    outcomes are kept as JSON text, so they behave exactly as in the durable stores.
     """
 
     def __init__(
@@ -233,6 +243,8 @@ class MemoryStateStore(MemoryStore):
         self._errors: list[str] = []
         # run_id -> row; dicts keep insertion order, which is start order
         self._runs: dict[str, dict[str, Any]] = {}
+        # run_id -> step -> JSON text, in the order the steps were first saved
+        self._outcomes: dict[str, dict[str, str]] = {}
 
     def append_error(self, record: Mapping[str, Any]) -> None:
         """Add one error record (``ErrorRecord.to_dict()``) to the history."""
@@ -256,8 +268,8 @@ class MemoryStateStore(MemoryStore):
         context: Mapping[str, Any],
         step_outcomes: Mapping[str, Any],
     ) -> None:
-        """Replace the run's checkpoint; the run counts as running again."""
-        texts = json.dumps(dict(context)), json.dumps(dict(step_outcomes))
+        """Replace the run's Context and merge ``step_outcomes`` into its stored outcomes."""
+        context_text, outcomes = json.dumps(dict(context)), outcome_texts(step_outcomes)
         now = self._clock()
         with self._lock:
             old = self._runs.get(run_id)
@@ -270,23 +282,27 @@ class MemoryStateStore(MemoryStore):
                 "updated_at": now,
                 "finished_at": None,
                 "outcome": None,
-                "context": texts[0],
-                "step_outcomes": texts[1],
+                "context": context_text,
             }
+            self._outcomes.setdefault(run_id, {}).update(outcomes)
             for gone in list(self._runs)[: -self.run_retention]:
-                del self._runs[gone]
+                del self._runs[gone], self._outcomes[gone]
 
     def load_checkpoint(self, run_id: str) -> Checkpoint | None:
-        """Return the run's last checkpoint, or None if the store has none."""
+        """Return the run's last Context and every step outcome saved, or None if unknown."""
         with self._lock:
             row = self._runs.get(run_id)
-        return None if row is None else checkpoint_from(row)
+            outcomes = list(self._outcomes.get(run_id, {}).items())
+        return None if row is None else checkpoint_from(row, outcomes)
 
     def latest_run(self, recipe_path: str) -> Checkpoint | None:
         """Return the checkpoint of the run of ``recipe_path`` started last, or None."""
         with self._lock:
             rows = [r for r in self._runs.values() if r["recipe_path"] == recipe_path]
-        return checkpoint_from(rows[-1]) if rows else None
+            if not rows:
+                return None
+            outcomes = list(self._outcomes[rows[-1]["run_id"]].items())
+        return checkpoint_from(rows[-1], outcomes)
 
     def list_runs(self, limit: int = 20) -> list[RunSummary]:
         """Return up to ``limit`` runs, the last started first."""
@@ -343,11 +359,25 @@ def summary_from(row: Mapping[str, Any]) -> RunSummary:
     )
 
 
-def checkpoint_from(row: Mapping[str, Any]) -> Checkpoint:
-    """Build a :class:`Checkpoint` from a stored row whose payloads are JSON text."""
+def outcome_texts(step_outcomes: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Return ``(step, JSON text)`` pairs; raise TypeError for a value JSON cannot hold.
+
+    Step names must be strings: each is stored as given, not through JSON, so a key such
+    as ``1`` or ``True`` would come back under another name.
+    """
+    pairs = []
+    for step, value in step_outcomes.items():
+        if not isinstance(step, str):
+            raise TypeError(f"step names must be strings; got {step!r}")
+        pairs.append((step, json.dumps(value)))
+    return pairs
+
+
+def checkpoint_from(row: Mapping[str, Any], outcomes: Iterable[tuple[str, str]]) -> Checkpoint:
+    """Build a :class:`Checkpoint` from a run row and its ``(step, JSON text)`` outcomes."""
     summary = summary_from(row)
     return Checkpoint(
         **{name: getattr(summary, name) for name in RunSummary.__dataclass_fields__},
         context=json.loads(row["context"]),
-        step_outcomes=json.loads(row["step_outcomes"]),
+        step_outcomes={step: json.loads(text) for step, text in outcomes},
     )

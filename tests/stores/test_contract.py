@@ -425,8 +425,8 @@ def save(store: Store, run_id: str, path: str = "r.yaml", step: str = "s1") -> N
     )
 
 
-def test_checkpoints_are_saved_replaced_and_loaded(store: Store) -> None:
-    """The last checkpoint of a run wins; started_at stays, updated_at moves on."""
+def test_checkpoints_replace_the_context_and_keep_the_start(store: Store) -> None:
+    """The last Context of a run wins; started_at stays, updated_at moves on."""
     assert store.load_checkpoint("r1") is None
     save(store, "r1", step="s1")
     first = store.load_checkpoint("r1")
@@ -437,11 +437,78 @@ def test_checkpoints_are_saved_replaced_and_loaded(store: Store) -> None:
     save(store, "r1", step="s2")
     second = store.load_checkpoint("r1")
     assert second is not None
-    assert second.context["last"] == "s2"
-    assert list(second.step_outcomes) == ["s2"]
+    assert second.context == {"data": {"rows": [1, 2]}, "last": "s2"}
     assert second.started_at == first.started_at
     assert second.updated_at >= first.updated_at
     assert (second.recipe_path, second.recipe_hash) == ("r.yaml", "hash-r1")
+
+
+def test_step_outcomes_are_merged_per_step(store: Store) -> None:
+    """A save adds its steps to the stored ones and overwrites only the steps it names."""
+    save(store, "r1", step="s1")
+    save(store, "r1", step="s2")
+    merged = store.load_checkpoint("r1")
+    assert merged is not None
+    assert merged.step_outcomes == {
+        "s1": {"outcome": "succeeded", "attempts": 1},
+        "s2": {"outcome": "succeeded", "attempts": 1},
+    }
+    store.save_checkpoint(
+        "r1",
+        recipe_path="r.yaml",
+        recipe_hash="hash-r1",
+        context={"only": "this"},
+        step_outcomes={"s1": "failed"},
+    )
+    overwritten = store.load_checkpoint("r1")
+    assert overwritten is not None
+    assert overwritten.step_outcomes == {
+        "s1": "failed",
+        "s2": {"outcome": "succeeded", "attempts": 1},
+    }
+    assert overwritten.context == {"only": "this"}
+    store.save_checkpoint(
+        "r1", recipe_path="r.yaml", recipe_hash="hash-r1", context={}, step_outcomes={}
+    )
+    unchanged = store.load_checkpoint("r1")
+    assert unchanged is not None
+    assert unchanged.step_outcomes == overwritten.step_outcomes
+    assert unchanged.context == {}
+
+
+def test_step_outcomes_load_in_the_order_steps_were_first_saved(store: Store) -> None:
+    """Outcomes come back in first-save order; overwriting a step keeps its place."""
+    for step in ["zeta", "alpha", "mid", "alpha", "zeta", "omega"]:
+        store.save_checkpoint(
+            "r1", recipe_path="r.yaml", recipe_hash="h", context={}, step_outcomes={step: step}
+        )
+    store.save_checkpoint(
+        "r1",
+        recipe_path="r.yaml",
+        recipe_hash="h",
+        context={},
+        step_outcomes={"beta": 2, "mid": 3, "aardvark": 4},
+    )
+    loaded = store.load_checkpoint("r1")
+    assert loaded is not None
+    assert list(loaded.step_outcomes) == ["zeta", "alpha", "mid", "omega", "beta", "aardvark"]
+    assert loaded.step_outcomes["mid"] == 3
+    latest = store.latest_run("r.yaml")
+    assert latest is not None
+    assert latest.step_outcomes == loaded.step_outcomes
+    assert list(latest.step_outcomes) == list(loaded.step_outcomes)
+
+
+def test_runs_keep_their_outcomes_apart(store: Store) -> None:
+    """Outcomes saved for one run never show in another's checkpoint."""
+    save(store, "r1", step="a")
+    save(store, "r2", step="b")
+    save(store, "r1", step="c")
+    first, second = store.load_checkpoint("r1"), store.load_checkpoint("r2")
+    assert first is not None
+    assert second is not None
+    assert list(first.step_outcomes) == ["a", "c"]
+    assert list(second.step_outcomes) == ["b"]
 
 
 def test_finish_run_records_the_outcome_until_the_run_resumes(store: Store) -> None:
@@ -512,6 +579,14 @@ def test_only_the_newest_runs_are_kept(url: str) -> None:
         assert store.latest_run("gone.yaml") is None
         with pytest.raises(KeyError):
             store.finish_run("r1", "failed")
+        kept = store.load_checkpoint("r2")
+        assert kept is not None
+        assert list(kept.step_outcomes) == ["s1", "again"]
+        # A run saved again under a trimmed run's id starts with no outcomes of the old one.
+        save(store, "r1", step="new")
+        reborn = store.load_checkpoint("r1")
+        assert reborn is not None
+        assert list(reborn.step_outcomes) == ["new"]
     finally:
         store.close()
 
@@ -523,6 +598,20 @@ def test_a_checkpoint_that_is_not_json_is_refused_whole(store: Store) -> None:
         store.save_checkpoint(
             "r1", recipe_path="r.yaml", recipe_hash="h", context={}, step_outcomes={"s": {1j}}
         )
+    with pytest.raises(TypeError, match="step names must be strings"):
+        store.save_checkpoint(
+            "r1",
+            recipe_path="r.yaml",
+            recipe_hash="h",
+            context={},
+            step_outcomes={1: "x"},  # type: ignore[dict-item]
+        )
+    with pytest.raises(TypeError):
+        store.save_checkpoint(
+            "r1", recipe_path="r.yaml", recipe_hash="h", context={"c": {1j}}, step_outcomes={}
+        )
     kept = store.load_checkpoint("r1")
     assert kept is not None
     assert kept.context["last"] == "s1"
+    assert kept.step_outcomes == {"s1": {"outcome": "succeeded", "attempts": 1}}
+    assert kept.recipe_hash == "hash-r1"

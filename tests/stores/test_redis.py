@@ -153,3 +153,73 @@ def test_a_missing_redis_server_fails_the_tests(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("PATH", "")
     with pytest.raises(pytest.fail.Exception, match=r"Install it \(apt-get install -y redis"):
         redis_server_binary()
+
+
+def save_step(store: RedisStore, step: str, run_id: str = "r1") -> None:
+    """Save a checkpoint of ``run_id`` with a small Context and one new step outcome."""
+    store.save_checkpoint(
+        run_id,
+        recipe_path="r.yaml",
+        recipe_hash="h",
+        context={"last": step},
+        step_outcomes={step: "succeeded"},
+    )
+
+
+def test_outcomes_live_in_a_hash_of_their_own(redis_url: str, client: redis.Redis) -> None:
+    """The run hash holds the Context only; each step is a field of run-steps:ID."""
+    store = RedisStore(redis_url)
+    try:
+        for step in ("b", "a", "b"):
+            save_step(store, step)
+    finally:
+        store.close()
+    assert "step_outcomes" not in client.hkeys("framework0:run:r1")
+    assert client.hgetall("framework0:run-steps:r1") == {"a": '"succeeded"', "b": '"succeeded"'}
+    assert client.lrange("framework0:run-step-order:r1", 0, -1) == ["b", "a"]
+
+
+def test_trimmed_runs_take_their_outcome_keys_with_them(
+    redis_url: str, client: redis.Redis
+) -> None:
+    """Runs beyond run_retention leave no run-steps or run-step-order keys behind."""
+    store = RedisStore(redis_url, run_retention=1)
+    try:
+        save_step(store, "a", "r1")
+        save_step(store, "a", "r2")
+    finally:
+        store.close()
+    assert sorted(client.keys("*")) == [
+        "framework0:recipe-runs:r.yaml",
+        "framework0:run-seq",
+        "framework0:run-step-order:r2",
+        "framework0:run-steps:r2",
+        "framework0:run:r2",
+        "framework0:runs",
+    ]
+
+
+def test_a_save_sends_the_same_bytes_however_many_outcomes_are_stored(
+    redis_url: str, client: redis.Redis
+) -> None:
+    """Saving one new step sends the server as many bytes after 10 as after 1000 stored."""
+    store = RedisStore(redis_url, clock=lambda: 1_700_000_000.25)
+
+    def bytes_in(step: str) -> int:
+        before = int(client.info("stats")["total_net_input_bytes"])
+        save_step(store, step)
+        return int(client.info("stats")["total_net_input_bytes"]) - before
+
+    try:
+        for i in range(10):
+            save_step(store, f"s{i:04d}")
+        early = bytes_in("s0010")
+        for i in range(11, 1000):
+            save_step(store, f"s{i:04d}")
+        late = bytes_in("s1000")
+        assert early == late
+        loaded = store.load_checkpoint("r1")
+        assert loaded is not None
+        assert list(loaded.step_outcomes) == [f"s{i:04d}" for i in range(1001)]
+    finally:
+        store.close()

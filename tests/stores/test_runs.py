@@ -238,9 +238,9 @@ def test_checkpoints_can_be_turned_off(
     saved: list[object] = []
     original = RunState.checkpoint
 
-    def counting(self: RunState, outcomes: object) -> None:
-        saved.append(outcomes)
-        original(self, outcomes)  # type: ignore[arg-type]
+    def counting(self: RunState) -> None:
+        saved.append(dict(self.unsaved))
+        original(self)
 
     monkeypatch.setattr(RunState, "checkpoint", counting)
     log = project.root / "calls.log"

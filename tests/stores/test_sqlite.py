@@ -219,3 +219,192 @@ def test_switching_to_wal_gives_up_after_the_busy_timeout(
     """A lock that is never released makes opening fail with StoreUnavailableError."""
     with pytest.raises(StoreUnavailableError, match="locked"):
         SQLiteStore(path, busy_timeout=0.05)
+
+
+# -- step outcomes ----------------------------------------------------------------------
+
+NOW = 1_700_000_000.25
+
+
+def save_step(store: SQLiteStore, step: str, run_id: str = "r1") -> None:
+    """Save a checkpoint of ``run_id`` with a small Context and one new step outcome."""
+    store.save_checkpoint(
+        run_id,
+        recipe_path="r.yaml",
+        recipe_hash="h",
+        context={"last": step},
+        step_outcomes={step: "succeeded"},
+    )
+
+
+def save_cost(store: SQLiteStore, step: str) -> tuple[int, int]:
+    """Return the SQL text (values inlined) and the rows changed by one save of ``step``."""
+    statements: list[str] = []
+    with store._connection() as conn:
+        # Single-threaded, so the save borrows this same pooled connection.
+        conn.set_trace_callback(statements.append)
+        changes = conn.total_changes
+    save_step(store, step)
+    with store._connection() as conn:
+        conn.set_trace_callback(None)
+        changes = conn.total_changes - changes
+    assert any("INSERT INTO step_outcomes" in sql for sql in statements)
+    return sum(len(sql) for sql in statements), changes
+
+
+def test_a_save_costs_the_same_however_many_outcomes_are_stored(path: Path) -> None:
+    """One new step costs the same SQL and rows after 10 or 1000; an unchanged one no row."""
+    store = SQLiteStore(path, clock=lambda: NOW)
+    try:
+        for i in range(10):
+            save_step(store, f"s{i:04d}")
+        early = save_cost(store, "s0010")
+        for i in range(11, 1000):
+            save_step(store, f"s{i:04d}")
+        late = save_cost(store, "s1000")
+        assert early == late
+        assert early[1] == 2  # the run row and the step's row
+        assert save_cost(store, "s0005")[1] == 1  # saved again unchanged: the run row only
+        loaded = store.load_checkpoint("r1")
+        assert loaded is not None
+        assert list(loaded.step_outcomes) == [f"s{i:04d}" for i in range(1001)]
+    finally:
+        store.close()
+
+
+def test_outcomes_are_rows_of_their_own_not_part_of_the_run_row(
+    store: SQLiteStore, path: Path
+) -> None:
+    """The run row holds the Context only; each step outcome is one row of step_outcomes."""
+    for i in range(50):
+        save_step(store, f"step-{i}")
+    probe = sqlite3.connect(path)
+    try:
+        columns = [row[1] for row in probe.execute("PRAGMA table_info(runs)")]
+        assert "step_outcomes" not in columns
+        (row,) = probe.execute("SELECT * FROM runs").fetchall()
+        assert not any("step-0" in str(value) for value in row)
+        stored = probe.execute("SELECT run_id, step, outcome FROM step_outcomes").fetchall()
+        assert len(stored) == 50
+        assert stored[0] == ("r1", "step-0", '"succeeded"')
+        assert probe.execute("PRAGMA user_version").fetchone() == (2,)
+    finally:
+        probe.close()
+
+
+def test_trimmed_runs_take_their_outcome_rows_with_them(path: Path) -> None:
+    """Runs beyond run_retention leave no rows in step_outcomes."""
+    store = SQLiteStore(path, run_retention=2)
+    try:
+        for run_id in ("r1", "r2", "r3"):
+            save_step(store, "a", run_id)
+            save_step(store, "b", run_id)
+    finally:
+        store.close()
+    probe = sqlite3.connect(path)
+    try:
+        runs = probe.execute("SELECT DISTINCT run_id FROM step_outcomes ORDER BY run_id")
+        assert runs.fetchall() == [("r2",), ("r3",)]
+    finally:
+        probe.close()
+
+
+# The schema of version 1, which kept a run's outcomes as one JSON object in ``runs``.
+SCHEMA_1 = """
+CREATE TABLE breakers (
+    name TEXT PRIMARY KEY, state TEXT NOT NULL, failures INTEGER NOT NULL,
+    opened_at REAL, half_open_at REAL, trials INTEGER NOT NULL, epoch INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE bulkheads (name TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE slots (
+    bulkhead TEXT NOT NULL, holder TEXT NOT NULL, expires_at REAL,
+    PRIMARY KEY (bulkhead, holder)
+) WITHOUT ROWID;
+CREATE TABLE errors (seq INTEGER PRIMARY KEY AUTOINCREMENT, record TEXT NOT NULL);
+CREATE TABLE runs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL UNIQUE,
+    recipe_path TEXT NOT NULL, recipe_hash TEXT NOT NULL, started_at REAL NOT NULL,
+    updated_at REAL NOT NULL, finished_at REAL, outcome TEXT,
+    context TEXT NOT NULL, step_outcomes TEXT NOT NULL
+);
+CREATE INDEX runs_by_recipe ON runs (recipe_path, seq);
+PRAGMA user_version = 1;
+"""
+
+
+def version_1_database(path: Path, outcomes: dict[str, str]) -> None:
+    """Write a version-1 database with one run per entry of ``outcomes`` (run_id: JSON)."""
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA_1)
+    for i, (run_id, text) in enumerate(outcomes.items()):
+        conn.execute(
+            "INSERT INTO runs (run_id, recipe_path, recipe_hash, started_at, updated_at,"
+            " finished_at, outcome, context, step_outcomes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, "r.yaml", "h", float(i), float(i), 9.0, "failed", '{"n": 1}', text),
+        )
+    conn.execute("INSERT INTO breakers VALUES ('b', 'open', 1, 0.0, 60.0, 0, 1)")
+    conn.commit()
+    conn.close()
+
+
+def test_a_version_1_database_is_migrated(path: Path) -> None:
+    """Opening a version-1 file moves each run's outcomes, in order, into their own rows."""
+    version_1_database(
+        path,
+        {
+            "old1": '{"zeta": "succeeded", "alpha": {"outcome": "failed", "attempts": 3}}',
+            "old2": "{}",
+        },
+    )
+    store = SQLiteStore(path, clock=lambda: NOW)
+    try:
+        old = store.load_checkpoint("old1")
+        assert old is not None
+        assert list(old.step_outcomes.items()) == [
+            ("zeta", "succeeded"),
+            ("alpha", {"outcome": "failed", "attempts": 3}),
+        ]
+        assert (old.context, old.outcome, old.finished_at) == ({"n": 1}, "failed", 9.0)
+        assert store.snapshot("b", now=1.0).state == "open"
+        save_step(store, "beta", "old1")
+        save_step(store, "a", "new")
+        merged = store.load_checkpoint("old1")
+        assert merged is not None
+        assert list(merged.step_outcomes) == ["zeta", "alpha", "beta"]
+        # Start order survives the rebuilt table, and new runs start after the old ones.
+        assert [r.run_id for r in store.list_runs()] == ["new", "old2", "old1"]
+        latest = store.latest_run("r.yaml")
+        assert latest is not None
+        assert latest.run_id == "new"
+    finally:
+        store.close()
+    probe = sqlite3.connect(path)
+    try:
+        assert probe.execute("PRAGMA user_version").fetchone() == (2,)
+        columns = [row[1] for row in probe.execute("PRAGMA table_info(runs)")]
+        assert "step_outcomes" not in columns
+        indexes = probe.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'runs'")
+        assert ("runs_by_recipe",) in indexes.fetchall()
+    finally:
+        probe.close()
+    again = SQLiteStore(path)  # an upgraded file opens as it is
+    assert [r.run_id for r in again.list_runs()] == ["new", "old2", "old1"]
+    again.close()
+
+
+@pytest.mark.parametrize("text", ["not json", '["a", "list"]'])
+def test_a_version_1_database_that_cannot_be_migrated_is_left_as_it_was(
+    path: Path, text: str
+) -> None:
+    """Unreadable version-1 outcomes stop the upgrade, which is rolled back whole."""
+    version_1_database(path, {"good": '{"s": "succeeded"}', "bad": text})
+    with pytest.raises(StoreUnavailableError, match="cannot upgrade the state database"):
+        SQLiteStore(path)
+    probe = sqlite3.connect(path)
+    try:
+        assert probe.execute("PRAGMA user_version").fetchone() == (1,)
+        assert probe.execute("SELECT count(*) FROM runs").fetchone() == (2,)
+        tables = {name for (name,) in probe.execute("SELECT name FROM sqlite_master")}
+        assert "step_outcomes" not in tables
+    finally:
+        probe.close()
