@@ -4,10 +4,16 @@ Every state change is one Lua script, which Redis runs atomically. Keys start wi
 ``PREFIX:`` so fleets sharing a server keep apart: ``breaker:NAME`` (hash),
 ``bulkhead:NAME`` (sorted set of holders scored by lease expiry, trimmed by the acquire
 script; the key expires once every lease has), ``breakers`` and ``bulkheads`` (sets of
-names), ``errors`` (list, newest first), ``run:ID`` (hash), ``run-steps:ID`` (hash of
-step name to outcome JSON), ``run-step-order:ID`` (list of step names in the order
-they were first saved), ``runs`` and ``recipe-runs:PATH`` (sorted sets of run ids by
-start order), ``run-seq`` (counter).
+names), ``errors`` (list, newest first), ``run:ID`` (hash of the run's summary),
+``runs`` and ``recipe-runs:PATH`` (sorted sets of run ids by start order), ``run-seq``
+(counter). A run's Context and its step outcomes are kept alike, each as a hash of key
+to JSON value and a list of the keys in the order they were first saved:
+``run-context:ID`` and ``run-context-order:ID``, ``run-steps:ID`` and
+``run-step-order:ID``. A save writes only the entries it is given.
+
+Runs saved before entries were kept one by one hold their whole Context and outcomes
+as JSON in ``context`` and ``step_outcomes`` fields of ``run:ID``; they load with the
+entries saved since merged over those fields, so nothing needs migrating.
 
 Times are the callers' wall clocks (``time.time``), never the server's, so the machines
 sharing a server need synchronised clocks (NTP): a lease or a recovery timeout is as
@@ -36,7 +42,7 @@ from framework0_errors.stores.select import (
     check_outcome,
     check_retention,
     checkpoint_from,
-    outcome_texts,
+    entry_texts,
     summary_from,
 )
 
@@ -139,15 +145,16 @@ if last == math.huge then redis.call('PERSIST', KEYS[1]) else
 end
 return 1
 """
-# KEYS: run, runs, recipe-runs:PATH, run-seq, run-steps, run-step-order; ARGV: id, path,
-# hash, now, context, retention, then the key prefixes of run, recipe-runs, run-steps and
-# run-step-order, then step/outcome pairs. Only the steps given are written: HSET returns
-# 1 for a step new to the run, which is then appended to the order list.
+# KEYS: run, runs, recipe-runs:PATH, run-seq, then the hash and the order list of each
+# entry kind (run-context, run-context-order, run-steps, run-step-order). ARGV: id,
+# path, hash, now, retention, the recipe-runs key prefix, the number N of per-run key
+# prefixes, those N prefixes (run first), then a (kind number, key, JSON value) triple
+# per entry given. HSET returns 1 for a key new to the run, which then joins the order.
 _SAVE_CHECKPOINT = """
 local seq = redis.call('HGET', KEYS[1], 'seq')
 if seq then
   local old = redis.call('HGET', KEYS[1], 'recipe_path')
-  if old ~= ARGV[2] then redis.call('ZREM', ARGV[8] .. old, ARGV[1]) end
+  if old ~= ARGV[2] then redis.call('ZREM', ARGV[6] .. old, ARGV[1]) end
 else
   seq = redis.call('INCR', KEYS[4])
   redis.call('HSET', KEYS[1], 'seq', seq, 'run_id', ARGV[1], 'started_at', ARGV[4])
@@ -155,19 +162,21 @@ else
 end
 redis.call('ZADD', KEYS[3], seq, ARGV[1])
 redis.call('HSET', KEYS[1], 'recipe_path', ARGV[2], 'recipe_hash', ARGV[3], 'updated_at',
-  ARGV[4], 'context', ARGV[5])
+  ARGV[4])
 redis.call('HDEL', KEYS[1], 'finished_at', 'outcome')
-for i = 11, #ARGV, 2 do
-  if redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 1]) == 1 then
-    redis.call('RPUSH', KEYS[6], ARGV[i])
+local per_run = tonumber(ARGV[7])
+for i = 8 + per_run, #ARGV, 3 do
+  local map = 3 + 2 * tonumber(ARGV[i])
+  if redis.call('HSET', KEYS[map], ARGV[i + 1], ARGV[i + 2]) == 1 then
+    redis.call('RPUSH', KEYS[map + 1], ARGV[i + 1])
   end
 end
-local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[6])
+local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5])
 if extra > 0 then
   for _, gone in ipairs(redis.call('ZRANGE', KEYS[2], 0, extra - 1)) do
-    local path = redis.call('HGET', ARGV[7] .. gone, 'recipe_path')
-    redis.call('ZREM', ARGV[8] .. path, gone)
-    redis.call('DEL', ARGV[7] .. gone, ARGV[9] .. gone, ARGV[10] .. gone)
+    local path = redis.call('HGET', ARGV[8] .. gone, 'recipe_path')
+    redis.call('ZREM', ARGV[6] .. path, gone)
+    for j = 8, 7 + per_run do redis.call('DEL', ARGV[j] .. gone) end
   end
   redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1)
 end
@@ -180,8 +189,15 @@ redis.call('HSET', KEYS[1], 'outcome', ARGV[1], 'finished_at', ARGV[2])
 return 1
 """
 _UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError)
-# The keys of one run, in the order the save script takes their prefixes.
-_RUN_KEY_KINDS = ("run", "recipe-runs", "run-steps", "run-step-order")
+# Each entry kind's hash and order list, in the order the save script numbers the kinds
+# (from 1). The outcome keys keep the names they had before the Context joined them.
+_KIND_KEYS = {
+    "context": ("run-context", "run-context-order"),
+    "outcome": ("run-steps", "run-step-order"),
+}
+_KIND_NUMBERS = {kind: str(number) for number, kind in enumerate(_KIND_KEYS, 1)}
+_ENTRY_KEYS = tuple(name for names in _KIND_KEYS.values() for name in names)
+_RUN_KEYS = ("run", *_ENTRY_KEYS)  # every key of one run, deleted with it
 _SUMMARY_FIELDS = (
     *("run_id", "recipe_path", "recipe_hash", "started_at", "updated_at"),
     *("finished_at", "outcome"),
@@ -381,38 +397,37 @@ class RedisStore:
         context: Mapping[str, Any],
         step_outcomes: Mapping[str, Any],
     ) -> None:
-        """Replace the run's Context and merge ``step_outcomes`` into its stored outcomes.
+        """Merge ``context`` and ``step_outcomes`` into what the run has stored.
 
-        One script writes the run hash and the given steps' fields of ``run-steps:ID``.
+        One script writes the run hash and one field per entry given.
         """
-        context_text, outcomes = json.dumps(dict(context)), outcome_texts(step_outcomes)
-        keys = [
-            self._key("run", run_id),
-            self._key("runs"),
-            self._key("recipe-runs", recipe_path),
-            self._key("run-seq"),
-            self._key("run-steps", run_id),
-            self._key("run-step-order", run_id),
-        ]
+        entries = entry_texts(context=context, step_outcomes=step_outcomes)
+        keys = [self._key("run", run_id), self._key("runs")]
+        keys += [self._key("recipe-runs", recipe_path), self._key("run-seq")]
+        keys += [self._key(kind, run_id) for kind in _ENTRY_KEYS]
         args: list[str | int] = [run_id, recipe_path, recipe_hash, _num(self._clock())]
-        args += [context_text, self.run_retention]
-        args += [self._key(kind, "") for kind in _RUN_KEY_KINDS]
-        args += [text for pair in outcomes for text in pair]
+        args += [self.run_retention, self._key("recipe-runs", ""), len(_RUN_KEYS)]
+        args += [self._key(kind, "") for kind in _RUN_KEYS]
+        args += [text for kind, key, value in entries for text in (_KIND_NUMBERS[kind], key, value)]
         with self._guard():
             self._scripts["save_checkpoint"](keys=keys, args=args)
 
     def load_checkpoint(self, run_id: str) -> Checkpoint | None:
-        """Return the run's last Context and every step outcome saved, or None if unknown."""
+        """Return the run's Context and step outcomes as merged so far, or None if unknown."""
         with self._guard():
             # MULTI/EXEC: a save or a trim between the reads is never half seen.
             pipe = self._redis.pipeline(transaction=True)
             pipe.hgetall(self._key("run", run_id))
-            pipe.hgetall(self._key("run-steps", run_id))
-            pipe.lrange(self._key("run-step-order", run_id), 0, -1)
-            row, texts, order = cast(
-                tuple[dict[str, str], dict[str, str], list[str]], tuple(pipe.execute())
-            )
-        return checkpoint_from(row, ((step, texts[step]) for step in order)) if row else None
+            for values, order in _KIND_KEYS.values():
+                pipe.hgetall(self._key(values, run_id))
+                pipe.lrange(self._key(order, run_id), 0, -1)
+            row, *maps = pipe.execute()
+        if not row:
+            return None
+        kinds = zip(_KIND_KEYS, maps[::2], maps[1::2], strict=True)
+        return checkpoint_from(
+            row, [(kind, key, values[key]) for kind, values, order in kinds for key in order]
+        )
 
     def latest_run(self, recipe_path: str) -> Checkpoint | None:
         """Return the checkpoint of the run of ``recipe_path`` started last, or None."""

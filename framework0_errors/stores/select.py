@@ -76,7 +76,7 @@ class RunSummary:
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint(RunSummary):
-    """A run's last saved Context and every step outcome saved for it, as JSON data."""
+    """A run's Context and step outcomes, each assembled from every save, as JSON data."""
 
     context: dict[str, Any] = field(default_factory=dict)
     step_outcomes: dict[str, Any] = field(default_factory=dict)
@@ -86,9 +86,9 @@ class Store(BreakerStore, BulkheadStore, Protocol):
     """Everything a run keeps between processes: breakers, bulkheads, history, checkpoints.
 
     Error history keeps the newest ``error_retention`` records; runs keep the newest
-    ``run_retention`` runs. Lists come newest first. Records, contexts and step outcomes
-    must be JSON-serialisable; they come back as JSON data (tuples become lists). Step
-    names must be strings.
+    ``run_retention`` runs. Lists come newest first. Records, Context values and step
+    outcomes must be JSON-serialisable; they come back as JSON data (tuples become lists).
+    Context keys and step names must be strings.
     """
 
     def append_error(self, record: Mapping[str, Any]) -> None:
@@ -108,20 +108,23 @@ class Store(BreakerStore, BulkheadStore, Protocol):
         context: Mapping[str, Any],
         step_outcomes: Mapping[str, Any],
     ) -> None:
-        """Replace the run's Context and merge ``step_outcomes`` into its stored outcomes.
+        """Merge ``context`` and ``step_outcomes`` into what the run has stored.
 
-        In one transaction; the run counts as running again. Each entry of
-        ``step_outcomes`` is added to the outcomes stored for the run, or overwrites the
-        stored outcome of the same step; steps not given keep their stored outcome, so a
-        caller passes only the outcomes that are new or changed since its last save. The
-        cost of a save grows with the entries given and the Context, not with the
-        outcomes already stored. Outcomes load in the order their steps were first saved.
-        If any value is not JSON-serialisable (TypeError), nothing is saved.
+        In one transaction; the run counts as running again. The run's Context and its
+        step outcomes are merged alike: each entry given is added to the run's map, or
+        replaces the stored value of the same key (Context key or step name); keys not
+        given keep their stored value. Nothing is ever deleted, as the Context never
+        deletes keys, so a caller passes only the keys set and the outcomes noted since
+        its last save (``Context.changes_since``). The first save of a run stores what it
+        is given; passing everything again is correct but costs what it passes. A save
+        costs in proportion to the entries given, not to what the run has stored. Both
+        maps load in the order their keys were first saved. If a key is not a string or
+        a value is not JSON-serialisable (TypeError), nothing is saved.
         """
         ...
 
     def load_checkpoint(self, run_id: str) -> Checkpoint | None:
-        """Return the run's last Context and every step outcome saved, or None if unknown."""
+        """Return the run's Context and step outcomes as merged so far, or None if unknown."""
         ...
 
     def latest_run(self, recipe_path: str) -> Checkpoint | None:
@@ -225,8 +228,8 @@ def _redact(url: str) -> str:
 class MemoryStateStore(MemoryStore):
     """:class:`MemoryStore` with error history and run checkpoints: ``memory:``.
 
-    Everything lives as long as the object, in this process. Records, contexts and step
-    outcomes are kept as JSON text, so they behave exactly as in the durable stores.
+    Everything lives as long as the object, in this process. Records, Context values and
+    step outcomes are kept as JSON text, so they behave exactly as in the durable stores.
     """
 
     def __init__(
@@ -243,8 +246,8 @@ class MemoryStateStore(MemoryStore):
         self._errors: list[str] = []
         # run_id -> row; dicts keep insertion order, which is start order
         self._runs: dict[str, dict[str, Any]] = {}
-        # run_id -> step -> JSON text, in the order the steps were first saved
-        self._outcomes: dict[str, dict[str, str]] = {}
+        # run_id -> (kind, key) -> JSON text, in the order the keys were first saved
+        self._entries: dict[str, dict[tuple[str, str], str]] = {}
 
     def append_error(self, record: Mapping[str, Any]) -> None:
         """Add one error record (``ErrorRecord.to_dict()``) to the history."""
@@ -268,8 +271,8 @@ class MemoryStateStore(MemoryStore):
         context: Mapping[str, Any],
         step_outcomes: Mapping[str, Any],
     ) -> None:
-        """Replace the run's Context and merge ``step_outcomes`` into its stored outcomes."""
-        context_text, outcomes = json.dumps(dict(context)), outcome_texts(step_outcomes)
+        """Merge ``context`` and ``step_outcomes`` into what the run has stored."""
+        entries = entry_texts(context=context, step_outcomes=step_outcomes)
         now = self._clock()
         with self._lock:
             old = self._runs.get(run_id)
@@ -282,27 +285,25 @@ class MemoryStateStore(MemoryStore):
                 "updated_at": now,
                 "finished_at": None,
                 "outcome": None,
-                "context": context_text,
             }
-            self._outcomes.setdefault(run_id, {}).update(outcomes)
-            for gone in list(self._runs)[: -self.run_retention]:
-                del self._runs[gone], self._outcomes[gone]
+            stored = self._entries.setdefault(run_id, {})
+            for kind, key, text in entries:
+                stored[kind, key] = text
+            while len(self._runs) > self.run_retention:
+                gone = next(iter(self._runs))
+                del self._runs[gone], self._entries[gone]
 
     def load_checkpoint(self, run_id: str) -> Checkpoint | None:
-        """Return the run's last Context and every step outcome saved, or None if unknown."""
+        """Return the run's Context and step outcomes as merged so far, or None if unknown."""
         with self._lock:
             row = self._runs.get(run_id)
-            outcomes = list(self._outcomes.get(run_id, {}).items())
-        return None if row is None else checkpoint_from(row, outcomes)
+            return None if row is None else self._checkpoint(row)
 
     def latest_run(self, recipe_path: str) -> Checkpoint | None:
         """Return the checkpoint of the run of ``recipe_path`` started last, or None."""
         with self._lock:
             rows = [r for r in self._runs.values() if r["recipe_path"] == recipe_path]
-            if not rows:
-                return None
-            outcomes = list(self._outcomes[rows[-1]["run_id"]].items())
-        return checkpoint_from(rows[-1], outcomes)
+            return self._checkpoint(rows[-1]) if rows else None
 
     def list_runs(self, limit: int = 20) -> list[RunSummary]:
         """Return up to ``limit`` runs, the last started first."""
@@ -321,8 +322,19 @@ class MemoryStateStore(MemoryStore):
     def close(self) -> None:
         """Nothing to release: the state goes with the object."""
 
+    def _checkpoint(self, row: Mapping[str, Any]) -> Checkpoint:
+        # Called under the lock: the entries are read as one save left them.
+        entries = self._entries[row["run_id"]].items()
+        return checkpoint_from(row, [(kind, key, text) for (kind, key), text in entries])
+
 
 # -- helpers shared by the stores ------------------------------------------------------
+
+# The per-run maps a checkpoint merges, stored alike as (kind, key, JSON text) entries:
+# the kind's name in the stores, the Checkpoint field it loads into, what its keys are.
+_ENTRY_KINDS = (("context", "context", "Context keys"), ("outcome", "step_outcomes", "step names"))
+ENTRY_FIELDS = {kind: field for kind, field, _ in _ENTRY_KINDS}
+"""Each entry kind and the :class:`Checkpoint` field it loads into."""
 
 
 def check_retention(name: str, value: int) -> int:
@@ -359,25 +371,41 @@ def summary_from(row: Mapping[str, Any]) -> RunSummary:
     )
 
 
-def outcome_texts(step_outcomes: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Return ``(step, JSON text)`` pairs; raise TypeError for a value JSON cannot hold.
+def entry_texts(
+    *, context: Mapping[str, Any], step_outcomes: Mapping[str, Any]
+) -> list[tuple[str, str, str]]:
+    """Return the ``(kind, key, JSON text)`` entries of a save, Context keys first.
 
-    Step names must be strings: each is stored as given, not through JSON, so a key such
-    as ``1`` or ``True`` would come back under another name.
+    Raises:
+        TypeError: A key is not a string (each is stored as given, not through JSON, so
+            ``1`` or ``True`` would come back under another name), or JSON cannot hold
+            a value.
     """
-    pairs = []
-    for step, value in step_outcomes.items():
-        if not isinstance(step, str):
-            raise TypeError(f"step names must be strings; got {step!r}")
-        pairs.append((step, json.dumps(value)))
-    return pairs
+    entries = []
+    for (kind, _, keys_are), given in zip(_ENTRY_KINDS, (context, step_outcomes), strict=True):
+        for key, value in given.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{keys_are} must be strings; got {key!r}")
+            entries.append((kind, key, json.dumps(value)))
+    return entries
 
 
-def checkpoint_from(row: Mapping[str, Any], outcomes: Iterable[tuple[str, str]]) -> Checkpoint:
-    """Build a :class:`Checkpoint` from a run row and its ``(step, JSON text)`` outcomes."""
+def checkpoint_from(row: Mapping[str, Any], entries: Iterable[tuple[str, str, str]]) -> Checkpoint:
+    """Build a :class:`Checkpoint` from a run row and its ``(kind, key, JSON text)`` entries.
+
+    Entries come in the order their keys were first saved, and a later entry of the same
+    kind and key wins. A row may also hold a kind's whole map as one JSON object under
+    the Checkpoint field's name (as runs saved before entries were kept one by one do):
+    the entries are merged over it, after its keys.
+    """
+    maps: dict[str, dict[str, Any]] = {
+        field: json.loads(row[field]) if row.get(field) else {} for field in ENTRY_FIELDS.values()
+    }
+    for kind, key, text in entries:
+        maps[ENTRY_FIELDS[kind]][key] = json.loads(text)
     summary = summary_from(row)
     return Checkpoint(
         **{name: getattr(summary, name) for name in RunSummary.__dataclass_fields__},
-        context=json.loads(row["context"]),
-        step_outcomes={step: json.loads(text) for step, text in outcomes},
+        context=maps["context"],
+        step_outcomes=maps["step_outcomes"],
     )

@@ -9,9 +9,10 @@ The success path of a call reads only: ``before_call`` on a closed breaker and
 ``record_success`` on a closed breaker with no failures first look at the row without a
 transaction, and return without taking the write lock when nothing needs to change.
 
-A run's step outcomes are rows of their own (one per run and step), so a checkpoint
-writes only the steps it is given. Opening a database of schema 1, which kept them as
-one JSON column of ``runs``, upgrades it in place in one transaction.
+A run's Context keys and step outcomes are rows of their own (one per run, kind and
+key), so a checkpoint writes only the entries it is given. Opening a database of an
+older schema upgrades it in place in one transaction (see
+:mod:`~framework0_errors.stores.sqlite_schema`).
 
 Bulkhead slots are leases: a slot whose holder was killed stays taken until its
 ``expires_at`` passes. Every ``now`` must be wall-clock time (``time.time``), because
@@ -36,6 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from framework0_errors.stores import sqlite_schema as schema
 from framework0_errors.stores.base import (
     Admission,
     BreakerSnapshot,
@@ -50,85 +52,13 @@ from framework0_errors.stores.select import (
     check_outcome,
     check_retention,
     checkpoint_from,
-    outcome_texts,
+    entry_texts,
     summary_from,
 )
 
 __all__ = ["SQLiteStore"]
 
 R = TypeVar("R")
-# Version 1 kept every step outcome of a run in one JSON column of ``runs``; version 2
-# keeps one row per (run, step) in ``step_outcomes``, so a save writes only its entries.
-_SCHEMA_VERSION = 2
-_RUNS_TABLE = """CREATE TABLE IF NOT EXISTS {name} (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL UNIQUE,
-    recipe_path TEXT NOT NULL, recipe_hash TEXT NOT NULL, started_at REAL NOT NULL,
-    updated_at REAL NOT NULL, finished_at REAL, outcome TEXT, context TEXT NOT NULL
-)"""
-# Statements run in one BEGIN IMMEDIATE transaction (executescript would commit first).
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS breakers (
-    name TEXT PRIMARY KEY, state TEXT NOT NULL, failures INTEGER NOT NULL,
-    opened_at REAL, half_open_at REAL, trials INTEGER NOT NULL, epoch INTEGER NOT NULL
-) WITHOUT ROWID""",
-    "CREATE TABLE IF NOT EXISTS bulkheads (name TEXT PRIMARY KEY) WITHOUT ROWID",
-    """CREATE TABLE IF NOT EXISTS slots (
-    bulkhead TEXT NOT NULL, holder TEXT NOT NULL, expires_at REAL,
-    PRIMARY KEY (bulkhead, holder)
-) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS errors (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, record TEXT NOT NULL
-)""",
-    _RUNS_TABLE.format(name="runs"),
-    "CREATE INDEX IF NOT EXISTS runs_by_recipe ON runs (recipe_path, seq)",
-    # The rowid gives the order steps were first saved: an upsert keeps a row's rowid,
-    # and a new row's rowid is above every row present, so above its run's other rows.
-    """CREATE TABLE IF NOT EXISTS step_outcomes (
-    run_id TEXT NOT NULL, step TEXT NOT NULL, outcome TEXT NOT NULL, UNIQUE (run_id, step)
-)""",
-)
-# Version 1 -> 2: move each run's JSON outcomes into step_outcomes, then rebuild ``runs``
-# without the column (ALTER TABLE DROP COLUMN needs SQLite 3.35).
-_COLUMNS = (
-    "seq, run_id, recipe_path, recipe_hash, started_at, updated_at, finished_at, outcome, context"
-)
-_DROP_OUTCOMES_COLUMN = (
-    _RUNS_TABLE.format(name="runs_v2"),
-    f"INSERT INTO runs_v2 ({_COLUMNS}) SELECT {_COLUMNS} FROM runs",
-    "DROP TABLE runs",
-    "ALTER TABLE runs_v2 RENAME TO runs",
-    "CREATE INDEX runs_by_recipe ON runs (recipe_path, seq)",
-)
-_RUN = (
-    *("run_id", "recipe_path", "recipe_hash", "started_at", "updated_at"),
-    *("finished_at", "outcome"),
-)
-_CHECKPOINT = (*_RUN, "context")
-# Keeps the newest N rows of a table whose ``seq`` grows with each insert (OFFSET N - 1).
-_TRIM = (
-    "DELETE FROM {table} WHERE seq < (SELECT seq FROM {table} ORDER BY seq DESC LIMIT 1 OFFSET ?)"
-)
-# The seq of the oldest run to keep (OFFSET N - 1); none while fewer than N runs exist.
-_OLDEST_RUN_KEPT = "SELECT seq FROM runs ORDER BY seq DESC LIMIT 1 OFFSET ?"
-_TRIM_OUTCOMES = "DELETE FROM step_outcomes WHERE run_id IN (SELECT run_id FROM runs WHERE seq < ?)"
-_SAVE = (
-    "INSERT INTO runs (run_id, recipe_path, recipe_hash, started_at, updated_at, context)"
-    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET"
-    " recipe_path = excluded.recipe_path, recipe_hash = excluded.recipe_hash,"
-    " updated_at = excluded.updated_at, finished_at = NULL, outcome = NULL,"
-    " context = excluded.context"
-)
-# An outcome saved again unchanged is not rewritten: a caller that passes every outcome
-# so far then pays a lookup per step, not a write.
-_SAVE_OUTCOME = (
-    "INSERT INTO step_outcomes (run_id, step, outcome) VALUES (?, ?, ?)"
-    " ON CONFLICT (run_id, step) DO UPDATE SET outcome = excluded.outcome"
-    " WHERE outcome IS NOT excluded.outcome"
-)
-_LOAD_OUTCOMES = "SELECT step, outcome FROM step_outcomes WHERE run_id = ? ORDER BY rowid"
-_LOAD_BREAKER = (
-    "SELECT state, failures, opened_at, half_open_at, trials, epoch FROM breakers WHERE name = ?"
-)
 
 
 class _Breaker(NamedTuple):
@@ -310,7 +240,7 @@ class SQLiteStore:
 
     def snapshot(self, name: str, *, now: float) -> BreakerSnapshot:
         """Return the breaker's current state without changing it."""
-        found = self._query(_LOAD_BREAKER, name)
+        found = self._query(schema.LOAD_BREAKER, name)
         b = _Breaker(*found[0]) if found else _Breaker()
         return BreakerSnapshot(
             name, b.effective_state(now), b.failures, b.opened_at, b.half_open_at, b.trials
@@ -348,12 +278,12 @@ class SQLiteStore:
         if peek:
             # A plain read first: when nothing needs writing, which is every call on a
             # healthy breaker, the answer comes without taking the write lock.
-            found = self._query(_LOAD_BREAKER, name)
+            found = self._query(schema.LOAD_BREAKER, name)
             answer, row = decide(_Breaker(*found[0]) if found else None)
             if row is None:
                 return answer
         with self._transaction() as conn:
-            found = conn.execute(_LOAD_BREAKER, (name,)).fetchall()
+            found = conn.execute(schema.LOAD_BREAKER, (name,)).fetchall()
             answer, row = decide(_Breaker(*found[0]) if found else None)
             if row is not None:
                 values = (row.state, row.failures, row.opened_at, row.half_open_at)
@@ -408,7 +338,7 @@ class SQLiteStore:
         text = json.dumps(dict(record))
         with self._transaction() as conn:
             conn.execute("INSERT INTO errors (record) VALUES (?)", (text,))
-            conn.execute(_TRIM.format(table="errors"), (self.error_retention - 1,))
+            conn.execute(schema.TRIM.format(table="errors"), (self.error_retention - 1,))
 
     def recent_errors(self, limit: int = 50) -> list[dict[str, Any]]:
         """Return up to ``limit`` error records, newest first."""
@@ -424,22 +354,22 @@ class SQLiteStore:
         context: Mapping[str, Any],
         step_outcomes: Mapping[str, Any],
     ) -> None:
-        """Replace the run's Context and merge ``step_outcomes`` into its stored outcomes.
+        """Merge ``context`` and ``step_outcomes`` into what the run has stored.
 
-        One transaction writes the run row and one ``step_outcomes`` row per entry given.
+        One transaction writes the run row and one ``run_entries`` row per entry given.
         """
-        context_text, outcomes = json.dumps(dict(context)), outcome_texts(step_outcomes)
+        entries = entry_texts(context=context, step_outcomes=step_outcomes)
         now = self._clock()
         with self._transaction() as conn:
-            conn.execute(_SAVE, (run_id, recipe_path, recipe_hash, now, now, context_text))
-            conn.executemany(_SAVE_OUTCOME, [(run_id, *pair) for pair in outcomes])
-            kept = conn.execute(_OLDEST_RUN_KEPT, (self.run_retention - 1,)).fetchone()
+            conn.execute(schema.SAVE_RUN, (run_id, recipe_path, recipe_hash, now, now))
+            conn.executemany(schema.SAVE_ENTRY, [(run_id, *entry) for entry in entries])
+            kept = conn.execute(schema.OLDEST_RUN_KEPT, (self.run_retention - 1,)).fetchone()
             if kept is not None:  # run_retention runs or more: delete those before them
-                conn.execute(_TRIM_OUTCOMES, kept)
+                conn.execute(schema.TRIM_ENTRIES, kept)
                 conn.execute("DELETE FROM runs WHERE seq < ?", kept)
 
     def load_checkpoint(self, run_id: str) -> Checkpoint | None:
-        """Return the run's last Context and every step outcome saved, or None if unknown."""
+        """Return the run's Context and step outcomes as merged so far, or None if unknown."""
         return self._checkpoint("WHERE run_id = ?", run_id)
 
     def latest_run(self, recipe_path: str) -> Checkpoint | None:
@@ -448,9 +378,9 @@ class SQLiteStore:
 
     def list_runs(self, limit: int = 20) -> list[RunSummary]:
         """Return up to ``limit`` runs, the last started first."""
-        query = f"SELECT {', '.join(_RUN)} FROM runs ORDER BY seq DESC LIMIT ?"
+        query = f"{schema.SELECT_RUN} ORDER BY seq DESC LIMIT ?"
         rows = self._query(query, check_limit(limit))
-        return [summary_from(dict(zip(_RUN, row, strict=True))) for row in rows]
+        return [summary_from(dict(zip(schema.RUN_COLUMNS, row, strict=True))) for row in rows]
 
     def finish_run(self, run_id: str, outcome: str) -> None:
         """Mark the run finished with ``outcome``; raises KeyError for an unknown run."""
@@ -466,14 +396,16 @@ class SQLiteStore:
         with self._connection() as conn:
             conn.execute("BEGIN")
             try:
-                query = f"SELECT {', '.join(_CHECKPOINT)} FROM runs {where}"
+                query = f"{schema.SELECT_RUN} {where}"
                 found = conn.execute(query, (value,)).fetchall()
-                outcomes = conn.execute(_LOAD_OUTCOMES, (found[0][0],)).fetchall() if found else []
+                entries = (
+                    conn.execute(schema.LOAD_ENTRIES, (found[0][0],)).fetchall() if found else []
+                )
             finally:
                 conn.execute("COMMIT")
         if not found:
             return None
-        return checkpoint_from(dict(zip(_CHECKPOINT, found[0], strict=True)), outcomes)
+        return checkpoint_from(dict(zip(schema.RUN_COLUMNS, found[0], strict=True)), entries)
 
     # -- connections ---------------------------------------------------------------
 
@@ -556,7 +488,7 @@ class SQLiteStore:
         deadline = time.monotonic() + self.busy_timeout
         with self._connection() as conn:
             # Refuse a newer file before switching it to WAL, which would change it.
-            self._check_version(conn)
+            schema.check_version(conn, self.path)
             # Switching to WAL needs a moment alone with the file and, unlike other
             # statements, fails at once instead of waiting for the busy timeout.
             while True:
@@ -568,40 +500,4 @@ class SQLiteStore:
                         raise
                     time.sleep(0.01)
         with self._transaction() as conn:
-            # Read again under the write lock: another process may have just upgraded it.
-            if self._check_version(conn) == 1:
-                try:
-                    self._migrate_from_1(conn)
-                except (ValueError, TypeError) as exc:
-                    # Rolled back: the file stays as it was, readable by the older version.
-                    raise StoreUnavailableError(
-                        f"cannot upgrade the state database {self.path} to schema"
-                        f" {_SCHEMA_VERSION}: a run's step outcomes are not a JSON object"
-                        f" ({exc}); move the file away to start afresh"
-                    ) from exc
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-
-    def _check_version(self, conn: sqlite3.Connection) -> int:
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if version > _SCHEMA_VERSION:
-            raise StoreUnavailableError(
-                f"the state database {self.path} was written by a newer framework0-errors"
-                f" (schema {version}; this one reads {_SCHEMA_VERSION}); upgrade"
-            )
-        return int(version)
-
-    @staticmethod
-    def _migrate_from_1(conn: sqlite3.Connection) -> None:
-        for statement in _SCHEMA:
-            conn.execute(statement)
-        old = conn.execute("SELECT run_id, step_outcomes FROM runs ORDER BY seq").fetchall()
-        for run_id, text in old:
-            outcomes = json.loads(text)
-            if not isinstance(outcomes, dict):
-                raise TypeError(f"run {run_id!r} has {type(outcomes).__name__} outcomes")
-            pairs = outcome_texts(outcomes)
-            conn.executemany(_SAVE_OUTCOME, [(run_id, *pair) for pair in pairs])
-        for statement in _DROP_OUTCOMES_COLUMN:
-            conn.execute(statement)
+            schema.upgrade(conn, self.path)

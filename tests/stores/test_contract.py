@@ -7,6 +7,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -425,8 +426,20 @@ def save(store: Store, run_id: str, path: str = "r.yaml", step: str = "s1") -> N
     )
 
 
-def test_checkpoints_replace_the_context_and_keep_the_start(store: Store) -> None:
-    """The last Context of a run wins; started_at stays, updated_at moves on."""
+def save_entry(store: Store, kind: str, key: str, run_id: str = "r1") -> None:
+    """Save a checkpoint of ``run_id`` with one Context key or one step outcome, only."""
+    entry = {key: "succeeded"}
+    store.save_checkpoint(
+        run_id,
+        recipe_path="r.yaml",
+        recipe_hash="h",
+        context=entry if kind == "context" else {},
+        step_outcomes=entry if kind == "outcome" else {},
+    )
+
+
+def test_checkpoints_keep_the_start_and_move_updated_at(store: Store) -> None:
+    """A second save of a run overwrites what it names; started_at stays, updated_at moves."""
     assert store.load_checkpoint("r1") is None
     save(store, "r1", step="s1")
     first = store.load_checkpoint("r1")
@@ -466,14 +479,61 @@ def test_step_outcomes_are_merged_per_step(store: Store) -> None:
         "s1": "failed",
         "s2": {"outcome": "succeeded", "attempts": 1},
     }
-    assert overwritten.context == {"only": "this"}
+    assert overwritten.context == {"data": {"rows": [1, 2]}, "last": "s2", "only": "this"}
     store.save_checkpoint(
         "r1", recipe_path="r.yaml", recipe_hash="hash-r1", context={}, step_outcomes={}
     )
     unchanged = store.load_checkpoint("r1")
     assert unchanged is not None
     assert unchanged.step_outcomes == overwritten.step_outcomes
-    assert unchanged.context == {}
+    assert unchanged.context == overwritten.context
+
+
+@pytest.mark.parametrize(
+    ("saves", "expected"),
+    [
+        pytest.param([{"a": 1}], [("a", 1)], id="first-save-stores-what-it-is-given"),
+        pytest.param([{}], [], id="first-save-empty"),
+        pytest.param([{"a": 1}, {"b": 2}], [("a", 1), ("b", 2)], id="new-key-keeps-the-rest"),
+        pytest.param(
+            [{"a": 1}, {"b": 2}, {"a": [3]}], [("a", [3]), ("b", 2)], id="overwrite-in-place"
+        ),
+        pytest.param(
+            [{"a": 1, "b": {"c": (1, 2)}}, {}], [("a", 1), ("b", {"c": [1, 2]})], id="empty-save"
+        ),
+        pytest.param(
+            [{"z": 1, "a": 2}, {"m": 3, "z": 4}, {"a": None, "b": 5}],
+            [("z", 4), ("a", None), ("m", 3), ("b", 5)],
+            id="first-saved-order",
+        ),
+    ],
+)
+def test_the_context_is_merged_per_key(
+    store: Store, saves: list[dict[str, object]], expected: list[tuple[str, object]]
+) -> None:
+    """Each save adds or overwrites its keys; keys not given keep their value and place."""
+    for context in saves:
+        store.save_checkpoint(
+            "r1", recipe_path="r.yaml", recipe_hash="h", context=context, step_outcomes={}
+        )
+    loaded, latest = store.load_checkpoint("r1"), store.latest_run("r.yaml")
+    assert loaded is not None
+    assert latest is not None
+    assert list(loaded.context.items()) == expected
+    assert list(latest.context.items()) == expected
+
+
+def test_context_keys_and_step_names_never_clash(store: Store) -> None:
+    """A Context key and a step of the same name are stored apart and overwritten apart."""
+    store.save_checkpoint(
+        "r1", recipe_path="r.yaml", recipe_hash="h", context={"s": 1}, step_outcomes={"s": "ok"}
+    )
+    store.save_checkpoint(
+        "r1", recipe_path="r.yaml", recipe_hash="h", context={"s": 2}, step_outcomes={}
+    )
+    loaded = store.load_checkpoint("r1")
+    assert loaded is not None
+    assert (loaded.context, loaded.step_outcomes) == ({"s": 2}, {"s": "ok"})
 
 
 def test_step_outcomes_load_in_the_order_steps_were_first_saved(store: Store) -> None:
@@ -499,16 +559,21 @@ def test_step_outcomes_load_in_the_order_steps_were_first_saved(store: Store) ->
     assert list(latest.step_outcomes) == list(loaded.step_outcomes)
 
 
-def test_runs_keep_their_outcomes_apart(store: Store) -> None:
-    """Outcomes saved for one run never show in another's checkpoint."""
+def test_runs_keep_their_entries_apart(store: Store) -> None:
+    """Context keys and outcomes saved for one run never show in another's checkpoint."""
     save(store, "r1", step="a")
     save(store, "r2", step="b")
     save(store, "r1", step="c")
+    store.save_checkpoint(
+        "r2", recipe_path="r.yaml", recipe_hash="h", context={"own": 2}, step_outcomes={}
+    )
     first, second = store.load_checkpoint("r1"), store.load_checkpoint("r2")
     assert first is not None
     assert second is not None
     assert list(first.step_outcomes) == ["a", "c"]
     assert list(second.step_outcomes) == ["b"]
+    assert first.context == {"data": {"rows": [1, 2]}, "last": "c"}
+    assert second.context == {"data": {"rows": [1, 2]}, "last": "b", "own": 2}
 
 
 def test_finish_run_records_the_outcome_until_the_run_resumes(store: Store) -> None:
@@ -582,36 +647,42 @@ def test_only_the_newest_runs_are_kept(url: str) -> None:
         kept = store.load_checkpoint("r2")
         assert kept is not None
         assert list(kept.step_outcomes) == ["s1", "again"]
-        # A run saved again under a trimmed run's id starts with no outcomes of the old one.
-        save(store, "r1", step="new")
+        # A run saved again under a trimmed run's id starts with nothing of the old one.
+        store.save_checkpoint(
+            "r1", recipe_path="r.yaml", recipe_hash="h", context={"x": 1}, step_outcomes={"new": 1}
+        )
         reborn = store.load_checkpoint("r1")
         assert reborn is not None
-        assert list(reborn.step_outcomes) == ["new"]
+        assert (reborn.context, reborn.step_outcomes) == ({"x": 1}, {"new": 1})
     finally:
         store.close()
 
 
-def test_a_checkpoint_that_is_not_json_is_refused_whole(store: Store) -> None:
-    """save_checkpoint raises TypeError for data JSON cannot hold, and keeps the old one."""
+@pytest.mark.parametrize(
+    ("context", "step_outcomes", "match"),
+    [
+        ({}, {"s": {1j}}, "not JSON serializable"),
+        ({}, {1: "x"}, "step names must be strings"),
+        ({"c": {1j}}, {}, "not JSON serializable"),
+        ({"fine": 1, 2: "x"}, {"s9": "ok"}, "Context keys must be strings"),
+        ({"fine": 1}, {"s9": object()}, "not JSON serializable"),
+    ],
+)
+def test_a_checkpoint_that_is_not_json_is_refused_whole(
+    store: Store, context: dict[Any, Any], step_outcomes: dict[Any, Any], match: str
+) -> None:
+    """save_checkpoint raises TypeError for keys or data JSON cannot hold; nothing is saved."""
     save(store, "r1")
-    with pytest.raises(TypeError):
-        store.save_checkpoint(
-            "r1", recipe_path="r.yaml", recipe_hash="h", context={}, step_outcomes={"s": {1j}}
-        )
-    with pytest.raises(TypeError, match="step names must be strings"):
+    with pytest.raises(TypeError, match=match):
         store.save_checkpoint(
             "r1",
             recipe_path="r.yaml",
             recipe_hash="h",
-            context={},
-            step_outcomes={1: "x"},  # type: ignore[dict-item]
-        )
-    with pytest.raises(TypeError):
-        store.save_checkpoint(
-            "r1", recipe_path="r.yaml", recipe_hash="h", context={"c": {1j}}, step_outcomes={}
+            context=context,
+            step_outcomes=step_outcomes,
         )
     kept = store.load_checkpoint("r1")
     assert kept is not None
-    assert kept.context["last"] == "s1"
+    assert kept.context == {"data": {"rows": [1, 2]}, "last": "s1"}
     assert kept.step_outcomes == {"s1": {"outcome": "succeeded", "attempts": 1}}
     assert kept.recipe_hash == "hash-r1"

@@ -13,6 +13,7 @@ from framework0_errors.stores.redis import RedisStore
 from framework0_errors.stores.select import Store, StoreUnavailableError, open_store
 
 from .conftest import RedisServer, free_port, redis_server_binary, stop_redis
+from .test_contract import save_entry
 
 
 @pytest.fixture
@@ -155,42 +156,43 @@ def test_a_missing_redis_server_fails_the_tests(monkeypatch: pytest.MonkeyPatch)
         redis_server_binary()
 
 
-def save_step(store: RedisStore, step: str, run_id: str = "r1") -> None:
-    """Save a checkpoint of ``run_id`` with a small Context and one new step outcome."""
-    store.save_checkpoint(
-        run_id,
-        recipe_path="r.yaml",
-        recipe_hash="h",
-        context={"last": step},
-        step_outcomes={step: "succeeded"},
-    )
+KINDS = ["context", "outcome"]
 
 
-def test_outcomes_live_in_a_hash_of_their_own(redis_url: str, client: redis.Redis) -> None:
-    """The run hash holds the Context only; each step is a field of run-steps:ID."""
+def test_entries_live_in_hashes_of_their_own(redis_url: str, client: redis.Redis) -> None:
+    """The run hash holds no JSON; Context keys and steps are fields of hashes of their own."""
     store = RedisStore(redis_url)
     try:
-        for step in ("b", "a", "b"):
-            save_step(store, step)
+        for key in ("b", "a", "b"):
+            store.save_checkpoint(
+                "r1",
+                recipe_path="r.yaml",
+                recipe_hash="h",
+                context={f"recovery.{key}": [1]},
+                step_outcomes={key: "succeeded"},
+            )
     finally:
         store.close()
-    assert "step_outcomes" not in client.hkeys("framework0:run:r1")
+    assert not {"context", "step_outcomes"} & set(client.hkeys("framework0:run:r1"))
     assert client.hgetall("framework0:run-steps:r1") == {"a": '"succeeded"', "b": '"succeeded"'}
     assert client.lrange("framework0:run-step-order:r1", 0, -1) == ["b", "a"]
+    assert client.hgetall("framework0:run-context:r1") == {"recovery.a": "[1]", "recovery.b": "[1]"}
+    assert client.lrange("framework0:run-context-order:r1", 0, -1) == ["recovery.b", "recovery.a"]
 
 
-def test_trimmed_runs_take_their_outcome_keys_with_them(
-    redis_url: str, client: redis.Redis
-) -> None:
-    """Runs beyond run_retention leave no run-steps or run-step-order keys behind."""
+def test_trimmed_runs_take_their_entry_keys_with_them(redis_url: str, client: redis.Redis) -> None:
+    """Runs beyond run_retention leave no keys of their Context or outcomes behind."""
     store = RedisStore(redis_url, run_retention=1)
     try:
-        save_step(store, "a", "r1")
-        save_step(store, "a", "r2")
+        for run_id in ("r1", "r2"):
+            for kind in KINDS:
+                save_entry(store, kind, "a", run_id)
     finally:
         store.close()
     assert sorted(client.keys("*")) == [
         "framework0:recipe-runs:r.yaml",
+        "framework0:run-context-order:r2",
+        "framework0:run-context:r2",
         "framework0:run-seq",
         "framework0:run-step-order:r2",
         "framework0:run-steps:r2",
@@ -199,27 +201,75 @@ def test_trimmed_runs_take_their_outcome_keys_with_them(
     ]
 
 
-def test_a_save_sends_the_same_bytes_however_many_outcomes_are_stored(
-    redis_url: str, client: redis.Redis
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_save_sends_the_same_bytes_however_many_entries_are_stored(
+    redis_url: str, client: redis.Redis, kind: str
 ) -> None:
-    """Saving one new step sends the server as many bytes after 10 as after 1000 stored."""
+    """Saving one new key sends the server as many bytes after 10 as after 1000 stored."""
     store = RedisStore(redis_url, clock=lambda: 1_700_000_000.25)
 
-    def bytes_in(step: str) -> int:
+    def bytes_in(key: str) -> int:
         before = int(client.info("stats")["total_net_input_bytes"])
-        save_step(store, step)
+        save_entry(store, kind, key)
         return int(client.info("stats")["total_net_input_bytes"]) - before
 
     try:
         for i in range(10):
-            save_step(store, f"s{i:04d}")
-        early = bytes_in("s0010")
+            save_entry(store, kind, f"k{i:04d}")
+        early = bytes_in("k0010")
         for i in range(11, 1000):
-            save_step(store, f"s{i:04d}")
-        late = bytes_in("s1000")
+            save_entry(store, kind, f"k{i:04d}")
+        late = bytes_in("k1000")
         assert early == late
         loaded = store.load_checkpoint("r1")
         assert loaded is not None
-        assert list(loaded.step_outcomes) == [f"s{i:04d}" for i in range(1001)]
+        stored = loaded.context if kind == "context" else loaded.step_outcomes
+        assert list(stored) == [f"k{i:04d}" for i in range(1001)]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("outcomes_in_hash", [True, False])
+def test_runs_saved_with_a_whole_json_context_still_load(
+    redis_url: str, client: redis.Redis, outcomes_in_hash: bool
+) -> None:
+    """A run hash with a context (and step_outcomes) JSON field loads, merged with later saves."""
+    # The layouts earlier versions wrote: the whole Context in the run hash, and the
+    # outcomes there too or already in run-steps:ID and run-step-order:ID.
+    outcomes = {"s2": '"succeeded"', "s1": '"failed"'}
+    run = {"seq": 1, "run_id": "old", "started_at": "1.0", "updated_at": "2.0"}
+    run |= {"recipe_path": "r.yaml", "recipe_hash": "h"}
+    run["context"] = '{"zeta": 1, "alpha": {"rows": [1]}}'
+    if outcomes_in_hash:
+        run["step_outcomes"] = '{"s2": "succeeded", "s1": "failed"}'
+    else:
+        client.hset("framework0:run-steps:old", mapping=outcomes)
+        client.rpush("framework0:run-step-order:old", *outcomes)
+    client.hset("framework0:run:old", mapping=run)
+    client.zadd("framework0:runs", {"old": 1})
+    client.zadd("framework0:recipe-runs:r.yaml", {"old": 1})
+    client.set("framework0:run-seq", 1)
+    store = RedisStore(redis_url, run_retention=2)
+    try:
+        old = store.load_checkpoint("old")
+        assert old is not None
+        assert list(old.context.items()) == [("zeta", 1), ("alpha", {"rows": [1]})]
+        assert list(old.step_outcomes.items()) == [("s2", "succeeded"), ("s1", "failed")]
+        store.save_checkpoint(
+            "old",
+            recipe_path="r.yaml",
+            recipe_hash="h",
+            context={"beta": 2, "zeta": 10},
+            step_outcomes={"s1": "succeeded", "s3": "succeeded"},
+        )
+        merged = store.latest_run("r.yaml")
+        assert merged is not None
+        assert list(merged.context.items()) == [("zeta", 10), ("alpha", {"rows": [1]}), ("beta", 2)]
+        assert merged.step_outcomes == {"s2": "succeeded", "s1": "succeeded", "s3": "succeeded"}
+        assert list(merged.step_outcomes) == ["s2", "s1", "s3"]
+        save_entry(store, "context", "a", "r2")
+        save_entry(store, "context", "a", "r3")
+        assert store.load_checkpoint("old") is None
+    finally:
+        store.close()
+    assert not client.keys("framework0:run*:old")

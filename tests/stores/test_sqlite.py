@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -14,6 +15,8 @@ from framework0_errors.orchestrator.problems import Framework0Error
 from framework0_errors.stores import Admission
 from framework0_errors.stores.select import StoreUnavailableError, open_store
 from framework0_errors.stores.sqlite import SQLiteStore
+
+from .test_contract import save_entry
 
 GENEROUS = 30.0
 
@@ -221,96 +224,101 @@ def test_switching_to_wal_gives_up_after_the_busy_timeout(
         SQLiteStore(path, busy_timeout=0.05)
 
 
-# -- step outcomes ----------------------------------------------------------------------
+# -- checkpoint entries ----------------------------------------------------------------
 
 NOW = 1_700_000_000.25
+KINDS = ["context", "outcome"]
 
 
-def save_step(store: SQLiteStore, step: str, run_id: str = "r1") -> None:
-    """Save a checkpoint of ``run_id`` with a small Context and one new step outcome."""
-    store.save_checkpoint(
-        run_id,
-        recipe_path="r.yaml",
-        recipe_hash="h",
-        context={"last": step},
-        step_outcomes={step: "succeeded"},
-    )
-
-
-def save_cost(store: SQLiteStore, step: str) -> tuple[int, int]:
-    """Return the SQL text (values inlined) and the rows changed by one save of ``step``."""
+def save_cost(store: SQLiteStore, kind: str, key: str) -> tuple[int, int]:
+    """Return the SQL text (values inlined) and the rows changed by one save of ``key``."""
     statements: list[str] = []
     with store._connection() as conn:
         # Single-threaded, so the save borrows this same pooled connection.
         conn.set_trace_callback(statements.append)
         changes = conn.total_changes
-    save_step(store, step)
+    save_entry(store, kind, key)
     with store._connection() as conn:
         conn.set_trace_callback(None)
         changes = conn.total_changes - changes
-    assert any("INSERT INTO step_outcomes" in sql for sql in statements)
+    assert any("INSERT INTO run_entries" in sql for sql in statements)
     return sum(len(sql) for sql in statements), changes
 
 
-def test_a_save_costs_the_same_however_many_outcomes_are_stored(path: Path) -> None:
-    """One new step costs the same SQL and rows after 10 or 1000; an unchanged one no row."""
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_save_costs_the_same_however_many_entries_are_stored(path: Path, kind: str) -> None:
+    """One new key costs the same SQL and rows after 10 or 1000 stored; an unchanged one no row."""
     store = SQLiteStore(path, clock=lambda: NOW)
     try:
         for i in range(10):
-            save_step(store, f"s{i:04d}")
-        early = save_cost(store, "s0010")
+            save_entry(store, kind, f"k{i:04d}")
+        early = save_cost(store, kind, "k0010")
         for i in range(11, 1000):
-            save_step(store, f"s{i:04d}")
-        late = save_cost(store, "s1000")
+            save_entry(store, kind, f"k{i:04d}")
+        late = save_cost(store, kind, "k1000")
         assert early == late
-        assert early[1] == 2  # the run row and the step's row
-        assert save_cost(store, "s0005")[1] == 1  # saved again unchanged: the run row only
+        assert early[1] == 2  # the run row and the key's row
+        assert save_cost(store, kind, "k0005")[1] == 1  # saved again unchanged: the run row
         loaded = store.load_checkpoint("r1")
         assert loaded is not None
-        assert list(loaded.step_outcomes) == [f"s{i:04d}" for i in range(1001)]
+        stored = loaded.context if kind == "context" else loaded.step_outcomes
+        assert list(stored) == [f"k{i:04d}" for i in range(1001)]
     finally:
         store.close()
 
 
-def test_outcomes_are_rows_of_their_own_not_part_of_the_run_row(
+def test_entries_are_rows_of_their_own_not_part_of_the_run_row(
     store: SQLiteStore, path: Path
 ) -> None:
-    """The run row holds the Context only; each step outcome is one row of step_outcomes."""
+    """The run row holds no JSON; each Context key and step outcome is one run_entries row."""
     for i in range(50):
-        save_step(store, f"step-{i}")
+        store.save_checkpoint(
+            "r1",
+            recipe_path="r.yaml",
+            recipe_hash="h",
+            context={f"recovery.step-{i}": {"attempts": i}},
+            step_outcomes={f"step-{i}": "succeeded"},
+        )
     probe = sqlite3.connect(path)
     try:
         columns = [row[1] for row in probe.execute("PRAGMA table_info(runs)")]
+        assert "context" not in columns
         assert "step_outcomes" not in columns
         (row,) = probe.execute("SELECT * FROM runs").fetchall()
         assert not any("step-0" in str(value) for value in row)
-        stored = probe.execute("SELECT run_id, step, outcome FROM step_outcomes").fetchall()
-        assert len(stored) == 50
-        assert stored[0] == ("r1", "step-0", '"succeeded"')
-        assert probe.execute("PRAGMA user_version").fetchone() == (2,)
+        stored = probe.execute("SELECT run_id, kind, key, value FROM run_entries ORDER BY rowid")
+        rows = stored.fetchall()
+        assert len(rows) == 100
+        assert rows[:2] == [
+            ("r1", "context", "recovery.step-0", '{"attempts": 0}'),
+            ("r1", "outcome", "step-0", '"succeeded"'),
+        ]
+        assert probe.execute("PRAGMA user_version").fetchone() == (3,)
     finally:
         probe.close()
 
 
-def test_trimmed_runs_take_their_outcome_rows_with_them(path: Path) -> None:
-    """Runs beyond run_retention leave no rows in step_outcomes."""
+def test_trimmed_runs_take_their_entry_rows_with_them(path: Path) -> None:
+    """Runs beyond run_retention leave no rows in run_entries."""
     store = SQLiteStore(path, run_retention=2)
     try:
         for run_id in ("r1", "r2", "r3"):
-            save_step(store, "a", run_id)
-            save_step(store, "b", run_id)
+            for kind in KINDS:
+                save_entry(store, kind, "a", run_id)
+                save_entry(store, kind, "b", run_id)
     finally:
         store.close()
     probe = sqlite3.connect(path)
     try:
-        runs = probe.execute("SELECT DISTINCT run_id FROM step_outcomes ORDER BY run_id")
-        assert runs.fetchall() == [("r2",), ("r3",)]
+        runs = probe.execute("SELECT run_id, count(*) FROM run_entries GROUP BY run_id")
+        assert sorted(runs.fetchall()) == [("r2", 4), ("r3", 4)]
     finally:
         probe.close()
 
 
-# The schema of version 1, which kept a run's outcomes as one JSON object in ``runs``.
-SCHEMA_1 = """
+# The schemas of versions 1 and 2, whose ``runs`` kept the Context as one JSON object;
+# version 1 kept the step outcomes there too, version 2 as rows of ``step_outcomes``.
+COMMON_SCHEMA = """
 CREATE TABLE breakers (
     name TEXT PRIMARY KEY, state TEXT NOT NULL, failures INTEGER NOT NULL,
     opened_at REAL, half_open_at REAL, trials INTEGER NOT NULL, epoch INTEGER NOT NULL
@@ -325,51 +333,91 @@ CREATE TABLE runs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL UNIQUE,
     recipe_path TEXT NOT NULL, recipe_hash TEXT NOT NULL, started_at REAL NOT NULL,
     updated_at REAL NOT NULL, finished_at REAL, outcome TEXT,
-    context TEXT NOT NULL, step_outcomes TEXT NOT NULL
+    context TEXT NOT NULL{outcomes_column}
 );
 CREATE INDEX runs_by_recipe ON runs (recipe_path, seq);
-PRAGMA user_version = 1;
 """
+SCHEMA_2_OUTCOMES = """
+CREATE TABLE step_outcomes (
+    run_id TEXT NOT NULL, step TEXT NOT NULL, outcome TEXT NOT NULL, UNIQUE (run_id, step)
+);
+"""
+OLD_RUNS = {
+    "old1": (
+        '{"zeta": 1, "alpha": {"rows": [1, 2]}, "recovery.a": {"attempts": 3}}',
+        '{"zeta": "succeeded", "alpha": {"outcome": "failed", "attempts": 3}}',
+    ),
+    "old2": ("{}", '{"x": "skipped"}'),
+}
 
 
-def version_1_database(path: Path, outcomes: dict[str, str]) -> None:
-    """Write a version-1 database with one run per entry of ``outcomes`` (run_id: JSON)."""
+def old_database(path: Path, version: int, runs: dict[str, tuple[str, str]]) -> None:
+    """Write a database of schema ``version`` (1 or 2) with ``runs``: id -> (Context, outcomes).
+
+    The outcomes are one JSON object; version 2 stores them as rows, runs interleaved.
+    """
     conn = sqlite3.connect(path)
-    conn.executescript(SCHEMA_1)
-    for i, (run_id, text) in enumerate(outcomes.items()):
-        conn.execute(
-            "INSERT INTO runs (run_id, recipe_path, recipe_hash, started_at, updated_at,"
-            " finished_at, outcome, context, step_outcomes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_id, "r.yaml", "h", float(i), float(i), 9.0, "failed", '{"n": 1}', text),
+    column = ", step_outcomes TEXT NOT NULL" if version == 1 else ""
+    conn.executescript(COMMON_SCHEMA.format(outcomes_column=column))
+    if version == 2:
+        conn.executescript(SCHEMA_2_OUTCOMES)
+    for i, (run_id, (context, outcomes)) in enumerate(runs.items()):
+        values = [run_id, "r.yaml", "h", float(i), float(i), 9.0, "failed", context]
+        values += [outcomes] if version == 1 else []
+        marks = ", ".join("?" * len(values))
+        names = "run_id, recipe_path, recipe_hash, started_at, updated_at, finished_at,"
+        names += " outcome, context" + (", step_outcomes" if version == 1 else "")
+        conn.execute(f"INSERT INTO runs ({names}) VALUES ({marks})", values)
+    if version == 2:
+        rows = [
+            (n, run_id, step, json.dumps(value))
+            for run_id, (_, outcomes) in runs.items()
+            for n, (step, value) in enumerate(json.loads(outcomes).items())
+        ]
+        # Interleave the runs' rows, so each run's order must come from the rowids.
+        conn.executemany(
+            "INSERT INTO step_outcomes VALUES (?, ?, ?)", [r[1:] for r in sorted(rows)]
         )
     conn.execute("INSERT INTO breakers VALUES ('b', 'open', 1, 0.0, 60.0, 0, 1)")
+    conn.execute(f"PRAGMA user_version = {version}")
     conn.commit()
     conn.close()
 
 
-def test_a_version_1_database_is_migrated(path: Path) -> None:
-    """Opening a version-1 file moves each run's outcomes, in order, into their own rows."""
-    version_1_database(
-        path,
-        {
-            "old1": '{"zeta": "succeeded", "alpha": {"outcome": "failed", "attempts": 3}}',
-            "old2": "{}",
-        },
-    )
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_database_is_migrated(path: Path, version: int) -> None:
+    """Opening a version-1 or -2 file moves each run's Context and outcomes, in order, to rows."""
+    old_database(path, version, OLD_RUNS)
     store = SQLiteStore(path, clock=lambda: NOW)
     try:
         old = store.load_checkpoint("old1")
         assert old is not None
+        assert list(old.context.items()) == [
+            ("zeta", 1),
+            ("alpha", {"rows": [1, 2]}),
+            ("recovery.a", {"attempts": 3}),
+        ]
         assert list(old.step_outcomes.items()) == [
             ("zeta", "succeeded"),
             ("alpha", {"outcome": "failed", "attempts": 3}),
         ]
-        assert (old.context, old.outcome, old.finished_at) == ({"n": 1}, "failed", 9.0)
+        assert (old.outcome, old.finished_at) == ("failed", 9.0)
+        other = store.load_checkpoint("old2")
+        assert other is not None
+        assert (other.context, other.step_outcomes) == ({}, {"x": "skipped"})
         assert store.snapshot("b", now=1.0).state == "open"
-        save_step(store, "beta", "old1")
-        save_step(store, "a", "new")
+        store.save_checkpoint(
+            "old1",
+            recipe_path="r.yaml",
+            recipe_hash="h",
+            context={"beta": 2, "zeta": 10},
+            step_outcomes={"beta": "succeeded"},
+        )
+        save_entry(store, "context", "a", "new")
         merged = store.load_checkpoint("old1")
         assert merged is not None
+        assert list(merged.context) == ["zeta", "alpha", "recovery.a", "beta"]
+        assert (merged.context["zeta"], merged.context["beta"]) == (10, 2)
         assert list(merged.step_outcomes) == ["zeta", "alpha", "beta"]
         # Start order survives the rebuilt table, and new runs start after the old ones.
         assert [r.run_id for r in store.list_runs()] == ["new", "old2", "old1"]
@@ -380,11 +428,12 @@ def test_a_version_1_database_is_migrated(path: Path) -> None:
         store.close()
     probe = sqlite3.connect(path)
     try:
-        assert probe.execute("PRAGMA user_version").fetchone() == (2,)
+        assert probe.execute("PRAGMA user_version").fetchone() == (3,)
         columns = [row[1] for row in probe.execute("PRAGMA table_info(runs)")]
-        assert "step_outcomes" not in columns
-        indexes = probe.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'runs'")
-        assert ("runs_by_recipe",) in indexes.fetchall()
+        assert not {"context", "step_outcomes"} & set(columns)
+        objects = set(probe.execute("SELECT name FROM sqlite_master").fetchall())
+        assert ("runs_by_recipe",) in objects
+        assert ("step_outcomes",) not in objects
     finally:
         probe.close()
     again = SQLiteStore(path)  # an upgraded file opens as it is
@@ -392,19 +441,33 @@ def test_a_version_1_database_is_migrated(path: Path) -> None:
     again.close()
 
 
-@pytest.mark.parametrize("text", ["not json", '["a", "list"]'])
-def test_a_version_1_database_that_cannot_be_migrated_is_left_as_it_was(
-    path: Path, text: str
+@pytest.mark.parametrize(
+    ("version", "context", "outcomes"),
+    [
+        (1, "{}", "not json"),
+        (1, "{}", '["a", "list"]'),
+        (1, "not json", "{}"),
+        (2, '["a", "list"]', '{"s": "succeeded"}'),
+        (2, "[not json", '{"s": "succeeded"}'),
+    ],
+)
+def test_an_older_database_that_cannot_be_migrated_is_left_as_it_was(
+    path: Path, version: int, context: str, outcomes: str
 ) -> None:
-    """Unreadable version-1 outcomes stop the upgrade, which is rolled back whole."""
-    version_1_database(path, {"good": '{"s": "succeeded"}', "bad": text})
-    with pytest.raises(StoreUnavailableError, match="cannot upgrade the state database"):
+    """An unreadable JSON column stops the upgrade, which is rolled back whole."""
+    runs = {"good": ('{"a": 1}', '{"s": "succeeded"}'), "bad": (context, outcomes)}
+    old_database(path, version, runs)
+    with pytest.raises(StoreUnavailableError, match=f"from schema {version} to 3") as caught:
         SQLiteStore(path)
+    assert "not a JSON object" in str(caught.value)
     probe = sqlite3.connect(path)
     try:
-        assert probe.execute("PRAGMA user_version").fetchone() == (1,)
+        assert probe.execute("PRAGMA user_version").fetchone() == (version,)
         assert probe.execute("SELECT count(*) FROM runs").fetchone() == (2,)
+        columns = [row[1] for row in probe.execute("PRAGMA table_info(runs)")]
+        assert "context" in columns
         tables = {name for (name,) in probe.execute("SELECT name FROM sqlite_master")}
-        assert "step_outcomes" not in tables
+        assert "run_entries" not in tables
+        assert ("step_outcomes" in tables) is (version == 2)
     finally:
         probe.close()
