@@ -39,13 +39,15 @@ def bare_step(state: RunState, step: Step) -> Callable[[Invocation, Next], None]
         try:
             call_next(invocation)
         except Exception as exc:
-            journal.record(invocation, step.name, exc, attempt=1)
+            journal.record(invocation, step.name, exc, attempt=1, redactor=state.redactor_for(step))
             state.notify("failed", step=step.name, attempts=1)
             raise
         finally:
             watch.stop(found)
             if found:
-                journal.record_detected(step.name, found, attempt=1)
+                journal.record_detected(
+                    step.name, found, attempt=1, redactor=state.redactor_for(step)
+                )
 
     return middleware
 
@@ -96,7 +98,14 @@ class StepChain:
             journal.record(invocation, name, exc, attempt=number, redactor=self.redactor)
 
         def fallback(exc: BaseException) -> None:
-            self._run_fallback(invocation)
+            try:
+                self._run_fallback(invocation)
+            except Exception as failed:
+                # The fallback's own error belongs in the record too.
+                journal.record(
+                    invocation, name, failed, attempt=tally.attempts, redactor=self.redactor
+                )
+                raise
 
         try:
             self.pipeline.run(
@@ -111,7 +120,7 @@ class StepChain:
     @functools.cached_property
     def redactor(self) -> Redactor:
         """Masks the secrets of this step's args; built on first use (a failure)."""
-        return self.state.redactor_for(self.step.args)
+        return self.state.redactor_for(self.step)
 
     def _attempt(self, invocation: Invocation, call_next: Next, number: int) -> None:
         # Started in the thread that runs the step's code: captures are per thread.

@@ -247,19 +247,30 @@ def _cmd_run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         f"{counts['failed']} failed, {counts['skipped']} skipped) in {report['duration']:.3f}s",
         file=stdout,
     )
+    written = _write_outputs(args, result.run.run_id, context, report, stderr)
+    if not written:
+        return EXIT_INVALID
+    return EXIT_OK if result.succeeded else EXIT_FAILED
+
+
+def _write_outputs(
+    args: argparse.Namespace, run_id: str, context: Context, report: Any, stderr: TextIO
+) -> bool:
+    ok = True
     if args.context_out:
-        _write_json(
+        ok &= _write_json(
             args.context_out,
             {
-                "run_id": result.run.run_id,
+                "run_id": run_id,
                 "context": context.to_dict(),
                 "history": [c.to_dict() for c in context.history()],
                 "discarded_writes": [d.to_dict() for d in context.discarded()],
             },
+            stderr,
         )
     if args.report:
-        _write_json(args.report, report)
-    return EXIT_OK if result.succeeded else EXIT_FAILED
+        ok &= _write_json(args.report, report, stderr)
+    return ok
 
 
 def _checkpoint(recipe: Any, args: argparse.Namespace) -> Checkpoint:
@@ -281,6 +292,13 @@ def _cmd_breakers(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> i
     try:
         now = time.time()
         if args.action == "reset":
+            if args.name not in store.breaker_names():
+                known = ", ".join(store.breaker_names()) or "none yet"
+                print(
+                    f"framework0: error: no circuit breaker named {args.name!r} (known: {known})",
+                    file=stderr,
+                )
+                return EXIT_INVALID
             store.reset(args.name, now=now)
             print(f"breaker {args.name}: closed", file=stdout)
         elif args.action == "open":
@@ -348,16 +366,23 @@ def _check_writable(path: str | None, option: str) -> None:
         raise Framework0Error(f"{option} {path}: folder {parent} does not exist")
     if Path(path).is_dir():
         raise Framework0Error(f"{option} {path}: is a directory; give a file name")
+    if not os.access(parent, os.W_OK):
+        raise Framework0Error(f"{option} {path}: folder {parent} is not writable")
 
 
-def _write_json(path: str, data: Any) -> None:
+def _write_json(path: str, data: Any, stderr: TextIO) -> bool:
     target = Path(path)
-    # Write then rename, so a crash never leaves half a file behind.
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.resolve().parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-    os.replace(tmp, target)
+    try:
+        # Write then rename, so a crash never leaves half a file behind.
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.resolve().parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, ensure_ascii=False)
+            handle.write("\n")
+        os.replace(tmp, target)
+    except OSError as exc:
+        print(f"framework0: error: cannot write {path}: {exc.strerror or exc}", file=stderr)
+        return False
+    return True
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,6 +12,7 @@ from .orchestrator import Context, Invocation, Run
 from .records import ErrorRecord
 from .redact import Redactor
 from .stores.base import BreakerSnapshot
+from .stores.select import StoreUnavailableError
 
 __all__ = ["WHO", "ErrorJournal"]
 
@@ -43,6 +44,7 @@ class ErrorJournal:
         keep: int,
         wall: Callable[[], float],
         history: ErrorHistory | None = None,
+        on_store_lost: Callable[[Exception], None] | None = None,
     ) -> None:
         self.run = run
         self.context: Context = run.context
@@ -51,6 +53,7 @@ class ErrorJournal:
         self.keep = keep
         self.wall = wall
         self.history = history
+        self.on_store_lost = on_store_lost
         self._lock = threading.Lock()
         self._kept: dict[str, list[dict[str, Any]]] = {}
         self.last: dict[str, ErrorRecord] = {}
@@ -132,5 +135,10 @@ class ErrorJournal:
             self.last[step] = record
             self.context.set(f"errors.{step}", kept, who=WHO)
         if self.history is not None:
-            self.history.append_error(data)  # error history outlives the run
+            try:
+                self.history.append_error(data)  # error history outlives the run
+            except StoreUnavailableError as exc:
+                self.history = None
+                if self.on_store_lost is not None:
+                    self.on_store_lost(exc)
         return data

@@ -23,6 +23,7 @@ from .policies import (
     CircuitBreaker,
     CircuitOpenError,
     Retry,
+    StepTimeoutError,
     Timeout,
 )
 from .stores.base import BreakerStore, BulkheadStore
@@ -228,16 +229,16 @@ class Pipeline(Generic[T]):
         call: Callable[[], T]
         if self.timeout_seconds is not None:
             call = self._timed(attempt, number, self.timeout_seconds)
+        elif self.bulkhead is not None:
+            bulkhead = self.bulkhead
+
+            def call() -> T:
+                return bulkhead.call(lambda: attempt(number, _NEVER))
+
         else:
 
             def call() -> T:
                 return attempt(number, _NEVER)
-
-        if self.bulkhead is not None:
-            inner, bulkhead = call, self.bulkhead
-
-            def call() -> T:
-                return bulkhead.call(inner)
 
         return self.breaker.call(call) if self.breaker is not None else call()
 
@@ -245,7 +246,39 @@ class Pipeline(Generic[T]):
         abandon = Abandon()
         reason = f"attempt {number} of '{self.name}' timed out after {seconds:g}s"
         timeout = Timeout(seconds, on_abandon=lambda: abandon.set(reason))
-        return lambda: timeout.call(lambda: attempt(number, abandon))
+        bulkhead = self.bulkhead
+        if bulkhead is None:
+            return lambda: timeout.call(lambda: attempt(number, abandon))
+
+        def timed() -> T:
+            # The slot is given back by the thread running the attempt, when the
+            # attempt really ends: an abandoned attempt still holds it, so the
+            # limit counts what actually runs.
+            holder = bulkhead.acquire()
+            gate = threading.Lock()
+            state = ["pending"]
+
+            def held() -> T:
+                with gate:
+                    if state[0] == "cancelled":  # abandoned before it started
+                        raise StepTimeoutError(seconds)
+                    state[0] = "running"
+                try:
+                    return attempt(number, abandon)
+                finally:
+                    bulkhead.release(holder)
+
+            try:
+                return timeout.call(held)
+            except BaseException:
+                with gate:
+                    never_ran = state[0] == "pending"
+                    state[0] = "cancelled"
+                if never_ran:
+                    bulkhead.release(holder)
+                raise
+
+        return timed
 
     def should_retry(self, exc: BaseException, attempt: int) -> bool:
         """Whether ``exc`` is worth another attempt under ``retry_on``/``give_up_on``."""

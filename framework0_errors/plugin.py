@@ -38,6 +38,8 @@ from .orchestrator import (
 from .recovery import recover_problem, recovery_recipe_path, run_recovery_recipe
 from .rollback import apply_rollback_outcome
 from .runtime import PLUGIN, RunState, start_run_state
+from .state import redact_url
+from .stores.select import StoreUnavailableError
 
 __all__ = [
     "framework0_claim_keys",
@@ -47,6 +49,7 @@ __all__ = [
     "framework0_run_start",
     "framework0_step_end",
     "framework0_step_middleware",
+    "framework0_step_start",
     "framework0_validate_recipe",
     "recipe_state_config",
 ]
@@ -126,11 +129,21 @@ def framework0_failure_policy(run: Run, step: Step) -> str:
 
 
 @hookimpl
+def framework0_step_start(run: Run, step: Step) -> None:
+    """Note the step as running: its Context writes are not settled yet."""
+    state = _state(run)
+    with state.running_lock:
+        state.running.add(step.name)
+
+
+@hookimpl
 def framework0_step_end(run: Run, step: Step, result: StepResult) -> None:
     """Redact secrets in the step's error text; note skipped steps with blocks."""
     state = _state(run)
+    with state.running_lock:
+        state.running.discard(step.name)
     if result.error is not None:
-        result.error = state.redactor_for(step.args).redact_text(result.error)
+        result.error = state.redactor_for(step).redact_text(result.error)
     if result.status == "skipped" and state.blocks.get(step.name) is not None:
         state.journal.set_recovery(
             step.name,
@@ -156,6 +169,7 @@ def _after_final_failure(
         state.recoveries[step.name] = run_recovery_recipe(
             recovery_recipe_path(run.recipe.path, block.recover),
             pm=plugin_manager(),
+            options=run.options,
             failure={
                 "step": step.name,
                 "error": record.to_dict() if record is not None else None,
@@ -178,16 +192,21 @@ def framework0_run_end(run: Run, context: Context, report: dict[str, Any]) -> No
                 why = f" ({recovery.error})" if recovery.error else ""
                 notes.append(f"recovery {recovery.recipe} for {name}: {recovery.outcome}{why}")
         now = state.timing.wall()
-        for name in sorted(state.breakers):
-            state.journal.set_breaker(state.store.snapshot(name, now=now))
+        try:
+            for name in sorted(state.breakers):
+                state.journal.set_breaker(state.store.snapshot(name, now=now))
+        except StoreUnavailableError as exc:
+            state.store_lost(exc)
         delivery = state.flush_notifications()
         if delivery is not None:
             report["notifications"] = delivery
-        report["state"] = state.state_url
-        if state.warnings:
-            report["warnings"] = list(state.warnings)
+        report["state"] = redact_url(state.state_url)
         state.checkpoint()
-        state.store.finish_run(run.run_id, report["status"])
+        if not state.store_failed:
+            try:
+                state.store.finish_run(run.run_id, report["status"])
+            except StoreUnavailableError as exc:
+                state.store_lost(exc)
     finally:
         state.close()
     if state.breakers:

@@ -294,14 +294,21 @@ def recover_problem(recipe_path: str | Path, recover: str) -> str | None:
 
 
 def run_recovery_recipe(
-    path: Path, *, pm: pluggy.PluginManager, failure: Mapping[str, Any], workers: int = 1
+    path: Path,
+    *,
+    pm: pluggy.PluginManager,
+    failure: Mapping[str, Any],
+    workers: int = 1,
+    options: Mapping[str, Any] | None = None,
 ) -> RecoveryRunResult:
     """Load and run the recovery recipe at ``path`` with the plugins of ``pm``.
 
     The sub-run gets a fresh Context holding ``failure.<key>`` for each key of
     ``failure`` (``step``, ``error``: the failed step's last error record,
-    ``run_id``). A recipe that is invalid, or already recovering further up
-    the same call chain, is not run: the outcome is ``invalid``.
+    ``run_id``), and the parent run's ``options`` (its ``--state``). A recipe
+    that is invalid, or already recovering further up the same call chain,
+    is not run: the outcome is ``invalid``; one that cannot start (its state
+    store is unreachable) has the outcome ``failed``.
     """
     resolved = Path(path).resolve()
     active = _ACTIVE.get()
@@ -316,7 +323,12 @@ def run_recovery_recipe(
         except Framework0Error as exc:
             return RecoveryRunResult(str(path), "invalid", error=str(exc))
         context = Context({f"failure.{key}": value for key, value in failure.items()})
-        result = execute(recipe, hook=pm.hook, workers=workers, context=context)
+        try:
+            result = execute(
+                recipe, hook=pm.hook, workers=workers, context=context, options=options
+            )
+        except Framework0Error as exc:
+            return RecoveryRunResult(str(path), "failed", error=str(exc))
         return RecoveryRunResult(
             str(path),
             "succeeded" if result.succeeded else "failed",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,12 +12,12 @@ from .config import RecipeErrorHandling, StepErrorHandling
 from .detect import LogWatch
 from .journal import ErrorJournal
 from .notify import NotificationEvent, Notifier
-from .orchestrator import Run
+from .orchestrator import Run, Step
 from .recovery import RecoveryRunResult
 from .redact import DEFAULT_SECRET_KEYS, Redactor
 from .rollback import Compensations
 from .state import open_state, recipe_identity
-from .stores.select import Store
+from .stores.select import Store, StoreUnavailableError
 from .testing import Timing, timing
 
 __all__ = ["RunState", "start_run_state"]
@@ -43,15 +44,36 @@ class RunState:
     recipe_hash: str = ""
     breakers: set[str] = field(default_factory=set)
     unsaved: dict[str, str] = field(default_factory=dict)
+    redactors: dict[str, Redactor] = field(default_factory=dict)
+    store_failed: bool = False
+    context_version: int = 0
+    """The Context version up to which checkpoints hold every settled write."""
+    running: set[str] = field(default_factory=set)
+    """Steps started and not yet ended (their Context writes are not settled)."""
+    running_lock: threading.Lock = field(default_factory=threading.Lock)
     """Step outcomes not yet in a checkpoint."""
     compensations: Compensations = field(default_factory=Compensations)
     rollback_trigger: list[str] = field(default_factory=list)
     """Steps whose final failure asked for a rollback."""
     recoveries: dict[str, RecoveryRunResult] = field(default_factory=dict)
 
-    def redactor_for(self, args: Mapping[str, Any]) -> Redactor:
-        """Return a redactor masking secret keys and the secret values found in ``args``."""
-        return Redactor.for_args(args, key_patterns=self.key_patterns)
+    def redactor_for(self, step: Step) -> Redactor:
+        """Return a redactor masking secret keys and the secrets in the step's args.
+
+        The args of its fallback and rollback code count too: their errors
+        end up in the same records and lines. Built once per step, on first use.
+        """
+        cached = self.redactors.get(step.name)
+        if cached is None:
+            block = self.blocks.get(step.name)
+            args: dict[str, Any] = {"step": step.args}
+            if block is not None and block.fallback is not None:
+                args["fallback"] = block.fallback.args
+            if block is not None and block.rollback is not None:
+                args["rollback"] = block.rollback.args
+            cached = Redactor.for_args(args, key_patterns=self.key_patterns)
+            self.redactors[step.name] = cached
+        return cached
 
     def close(self) -> None:
         """Release what the run held: the log watch and the store."""
@@ -68,15 +90,36 @@ class RunState:
         The store merges them into what it holds, so a checkpoint costs what
         changed, not the whole run so far.
         """
+        if self.store_failed:
+            return
         run = self.journal.run
+        with self.running_lock:
+            running = set(self.running)
+        # Writes of steps still running are left out: resuming re-runs those
+        # steps, which must find the Context as it was before they started.
+        version, changed = run.context.changes_since(self.context_version, exclude=running)
         outcomes, self.unsaved = self.unsaved, {}
-        self.store.save_checkpoint(
-            run.run_id,
-            recipe_path=self.recipe_path,
-            recipe_hash=self.recipe_hash,
-            context=run.context.to_dict(),
-            step_outcomes=outcomes,
-        )
+        try:
+            self.store.save_checkpoint(
+                run.run_id,
+                recipe_path=self.recipe_path,
+                recipe_hash=self.recipe_hash,
+                context=changed,
+                step_outcomes=outcomes,
+            )
+        except StoreUnavailableError as exc:
+            self.store_lost(exc)
+            return
+        self.context_version = version
+
+    def store_lost(self, exc: Exception) -> None:
+        """Note that the store stopped answering: the run goes on without state."""
+        if not self.store_failed:
+            self.store_failed = True
+            self.warnings.append(
+                f"state store stopped answering ({exc}); this run's checkpoints and error "
+                "history after that point were not saved"
+            )
 
     def notify(
         self,
@@ -157,11 +200,14 @@ def start_run_state(
             patterns=errors.detect.patterns,
         ),
         state_url=opened.url,
-        warnings=[opened.warning] if opened.warning else [],
+        warnings=run.warnings,
         recipe_path=recipe_path,
         recipe_hash=recipe_hash,
         compensations=Compensations(key_patterns=key_patterns),
     )
+    state.journal.on_store_lost = state.store_lost
+    if opened.warning:
+        state.warnings.append(opened.warning)
     if recipe_config.notifications is not None:
         state.notifier = Notifier.from_config(
             recipe_config.notifications,

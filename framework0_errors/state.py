@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ __all__ = [
     "find_checkpoint",
     "open_state",
     "recipe_identity",
+    "redact_url",
     "state_url",
 ]
 
@@ -90,11 +92,15 @@ def _open(url: str, retention: int) -> Store:
     try:
         return open_store(url, error_retention=retention)
     except ImportError as exc:
-        where = url.rsplit("@", maxsplit=1)[-1]  # never show a password
         raise StoreUnavailableError(
-            f"state store {where!r} needs a package that is not installed ({exc.name}); "
+            f"state store {redact_url(url)!r} needs a package that is not installed ({exc.name}); "
             "install it with: pip install 'framework0-errors[redis]'"
         ) from None
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password in it masked, for reports and messages."""
+    return re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)
 
 
 def recipe_identity(path: str, raw: Mapping[str, Any] | None = None) -> tuple[str, str]:

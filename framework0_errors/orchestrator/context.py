@@ -6,7 +6,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -127,22 +127,23 @@ class Context:
         self._clock = clock
         self._history_limit = history_limit
         self._version = 0
-        # key -> version of its last change, least recently changed first
-        self._changed: dict[str, int] = {}
+        self._history_base = 0  # the version before the oldest change still kept
         for key, value in (initial or {}).items():
             self.set(key, value)
 
     def get(self, key: str, default: Any = None) -> Any:
-        """Return the value of ``key``, the nested mapping below a prefix, or ``default``."""
+        """Return a copy of the value of ``key``, the mapping below a prefix, or ``default``."""
         with self._lock:
             value = self._data.get(key, _MISSING)
             if value is not _MISSING:
-                return value
+                # A copy: changing it in place must not bypass set() (its JSON
+                # check, its history, the fence of a timed-out attempt).
+                return value if type(value) in _IMMUTABLE else _plain_copy(value)
             prefix = key + "."
             below = {k[len(prefix) :]: v for k, v in self._data.items() if k.startswith(prefix)}
         if not below:
             return default
-        return _nest(below)
+        return _plain_copy(_nest(below))
 
     def __contains__(self, key: object) -> bool:
         with self._lock:
@@ -161,26 +162,38 @@ class Context:
             before = self._data.get(key)
             self._data[key] = stored
             self._version += 1
-            self._changed.pop(key, None)
-            self._changed[key] = self._version
             if len(self._history) >= self._history_limit:
-                del self._history[: self._history_limit // 10 or 1]
+                dropped = self._history_limit // 10 or 1
+                del self._history[:dropped]
+                self._history_base += dropped
             self._history.append(Change(key, before, stored, who, self._clock()))
 
-    def changes_since(self, version: int) -> tuple[int, dict[str, Any]]:
-        """Return the current version, and a copy of every key set after ``version``.
+    def changes_since(
+        self, version: int, *, exclude: Collection[str] = ()
+    ) -> tuple[int, dict[str, Any]]:
+        """Return what was set after ``version``: a version to ask from next, and values.
 
-        Version 0 is the empty Context; each ``set`` adds one. Costs time in
-        proportion to the keys changed, not to the size of the Context, so a
-        checkpoint can store only what changed since the last one.
+        Version 0 is the empty Context; each ``set`` adds one. The values are
+        copies of each key's last write after ``version``, leaving out writes by
+        the writers (``who``) in ``exclude``, such as steps still running: a
+        checkpoint must not record half of a step's work. The version returned
+        is the current one, or, when writes were left out, the one just before
+        the first of them, so that they come back once their writer is done.
+        Costs time in proportion to the writes since ``version``; if the
+        history no longer reaches back that far, every key is returned.
         """
         with self._lock:
+            if version < self._history_base:
+                return self._version, _plain_copy(self._data)
             changed: dict[str, Any] = {}
-            for key in reversed(self._changed):
-                if self._changed[key] <= version:
-                    break
-                changed[key] = self._data[key]
-            return self._version, _plain_copy(changed)
+            resume_from = self._version
+            for offset, change in enumerate(self._history[version - self._history_base :]):
+                if change.who in exclude:
+                    resume_from = min(resume_from, version + offset)
+                    continue
+                changed.pop(change.key, None)  # keep keys in the order of their last write
+                changed[change.key] = change.after
+            return resume_from, _plain_copy(changed)
 
     def keys(self) -> list[str]:
         """Return the keys, in the order they were first set."""
@@ -238,10 +251,13 @@ class StepContext:
     def set(self, key: str, value: Any, who: str | None = None) -> None:
         """Store ``value`` unless this view was fenced (see :meth:`Context.set`)."""
         by = who if who is not None else self.who
-        if self._fence_reason is not None:
-            self._context._discard(key, by, self._fence_reason)
-            return
-        self._context.set(key, value, by)
+        # Checked and written under the Context's lock, which fence() also
+        # takes: a write either lands before the fence or not at all.
+        with self._context._lock:
+            if self._fence_reason is not None:
+                self._context._discard(key, by, self._fence_reason)
+                return
+            self._context.set(key, value, by)
 
     def keys(self) -> list[str]:
         """Return the Context's keys."""
@@ -260,7 +276,8 @@ class StepContext:
 
     def fence(self, reason: str) -> None:
         """Refuse every later write through this view, recording ``reason``."""
-        self._fence_reason = reason
+        with self._context._lock:
+            self._fence_reason = reason
 
     @property
     def fenced(self) -> bool:

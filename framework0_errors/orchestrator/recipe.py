@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,6 +224,7 @@ def _build(
     )
     helps = {k: v for claim in claims for k, v in claim.pattern_help.items()}
     problems = schema_problems(validator, data, locator, pattern_help=helps)
+    problems += _non_finite(data, (), locator)
     if problems:
         raise RecipeInvalid(problems)
     steps = [_step(raw, i) for i, raw in enumerate(data["steps"])]
@@ -238,6 +240,17 @@ def _build(
         raw=data,
         locator=locator,
     )
+
+
+def _non_finite(data: Any, path: tuple[Any, ...], locator: Locator) -> list[Problem]:
+    # YAML has .inf and .nan; JSON (and so the schema and the Context) does not.
+    if isinstance(data, float) and not math.isfinite(data):
+        return [locator.problem(path, f"{data} is not a finite number")]
+    if isinstance(data, dict):
+        return [p for k, v in data.items() for p in _non_finite(v, (*path, k), locator)]
+    if isinstance(data, list):
+        return [p for i, v in enumerate(data) for p in _non_finite(v, (*path, i), locator)]
+    return []
 
 
 def _step(raw: Mapping[str, Any], position: int) -> Step:

@@ -80,6 +80,8 @@ class Run:
         """Steps that succeeded in the run being resumed; they are not run again."""
         self.extras: dict[str, Any] = {}
         """Per-run state for plugins, keyed by plugin name."""
+        self.warnings: list[str] = []
+        """Problems that did not stop the run (a plugin's observer failed); in the report."""
         self.stop_reason: str | None = None
 
     def report_step_error(
@@ -92,9 +94,12 @@ class Run:
     ) -> None:
         """Emit ``framework0_step_error`` for one failed attempt of a step."""
         invocation.notes["errors_reported"] = invocation.notes.get("errors_reported", 0) + 1
-        self.hook.framework0_step_error(
-            run=self, step=invocation.step, error=error, attempt=attempt, record=record
-        )
+        try:
+            self.hook.framework0_step_error(
+                run=self, step=invocation.step, error=error, attempt=attempt, record=record
+            )
+        except Exception as exc:  # an observer must not change the step's fate
+            self.warnings.append(f"framework0_step_error failed: {type(exc).__name__}: {exc}")
 
     def request_stop(self, reason: str) -> None:
         """Start no new step; steps already running finish."""
@@ -194,8 +199,16 @@ class _Scheduler:
                 self._finish(step, self._skipped(step, self._not_run_reason()))
         results = {s.name: self.results[s.name] for s in recipe.steps}
         report = self._report(results, started, time.perf_counter() - clock)
-        self.hook.framework0_run_end(run=run, context=run.context, report=report)
+        self._observe("framework0_run_end", run=run, context=run.context, report=report)
         return RunResult(run, results, report)
+
+    def _observe(self, name: str, **kwargs: Any) -> None:
+        # An observer that fails must not lose the run: what the steps did, the
+        # report and the other plugins' work. It becomes a warning instead.
+        try:
+            getattr(self.hook, name)(**kwargs)
+        except Exception as exc:
+            self.run.warnings.append(f"{name} failed: {type(exc).__name__}: {exc}")
 
     def _sequential(self) -> None:
         while self.ready and self.run.stop_reason is None:
@@ -226,7 +239,7 @@ class _Scheduler:
             return StepResult(
                 name=step.name, status="succeeded", detail="done in the run being resumed"
             )
-        self.hook.framework0_step_start(run=run, step=step)
+        self._observe("framework0_step_start", run=run, step=step)
         invocation = Invocation(step, run, run.context.writer(step.name))
         start = time.time()
         clock = time.perf_counter()
@@ -235,8 +248,8 @@ class _Scheduler:
         except (Exception, SystemExit) as exc:
             duration = time.perf_counter() - clock
             if not invocation.notes.get("errors_reported"):
-                self.hook.framework0_step_error(
-                    run=run, step=step, error=exc, attempt=1, record=None
+                self._observe(
+                    "framework0_step_error", run=run, step=step, error=exc, attempt=1, record=None
                 )
             return StepResult(
                 name=step.name,
@@ -263,7 +276,7 @@ class _Scheduler:
 
     def _finish(self, step: Step, result: StepResult) -> None:
         self.results[step.name] = result
-        self.hook.framework0_step_end(run=self.run, step=step, result=result)
+        self._observe("framework0_step_end", run=self.run, step=step, result=result)
         if self.on_step_end is not None:
             self.on_step_end(result)
         if result.status == "succeeded":
@@ -314,6 +327,7 @@ class _Scheduler:
             "counts": counts,
             "steps": [r.to_dict() for r in results.values()],
             "discarded_writes": [d.to_dict() for d in run.context.discarded()],
+            "warnings": run.warnings,
         }
 
 

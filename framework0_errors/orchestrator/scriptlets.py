@@ -65,7 +65,7 @@ def resolve_callable(module: str, function: str) -> StepCallable:
         else:
             reason = f"importing it failed: no module named '{missing}'"
         raise ScriptletImportError(module, function, reason) from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a module may even call sys.exit()
         raise ScriptletImportError(
             module, function, f"importing it raised {type(exc).__name__}: {exc}"
         ) from None

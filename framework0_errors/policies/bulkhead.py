@@ -90,14 +90,31 @@ class Bulkhead:
         Raises:
             BulkheadFullError: No slot came free within ``max_wait``; ``fn`` was not called.
         """
+        holder_id = self.acquire()
+        try:
+            return fn()
+        finally:
+            self.release(holder_id)
+
+    def acquire(self) -> str:
+        """Take a slot (waiting up to ``max_wait``) and return its holder id.
+
+        For callers whose work outlives the call that started it (an attempt
+        abandoned after its timeout keeps running): they must give the slot
+        back with :meth:`release` when that work really ends.
+
+        Raises:
+            BulkheadFullError: No slot came free within ``max_wait``.
+        """
         # Unique across threads, processes and machines sharing a durable store; a
         # counter after a per-process random prefix is far cheaper than a uuid.
         holder_id = _holder_prefix + str(next(_holder_numbers))
         self._acquire(holder_id)
-        try:
-            return fn()
-        finally:
-            self.store.release(self.name, holder_id=holder_id)
+        return holder_id
+
+    def release(self, holder_id: str) -> None:
+        """Give back the slot :meth:`acquire` returned ``holder_id`` for."""
+        self.store.release(self.name, holder_id=holder_id)
 
     def in_use(self) -> int:
         """Return how many slots are held now, by every user of this name and store."""

@@ -102,3 +102,13 @@ def fails_first_time(context: Any, args: Mapping[str, Any]) -> int:
             pass
         raise ConnectionError("first call refused")
     return 0
+
+
+def plain_ok(context: Any, args: Mapping[str, Any]) -> int:
+    """Succeed at once."""
+    return 0
+
+
+def fallback_leaks(context: Any, args: Mapping[str, Any]) -> int:
+    """A fallback that fails with its own secret in the message."""
+    raise RuntimeError(f"cache login failed for key {args['api_key']}")

@@ -131,3 +131,26 @@ def test_console_script_end_to_end(project: Project) -> None:
     assert "recipe recipe: succeeded" in proc.stdout
     version = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
     assert version.stdout.strip() == f"framework0 {framework0_errors.__version__}"
+
+
+def test_unwritable_outputs(
+    project: Project, run_cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder that cannot be written is refused up front; a write that fails is reported."""
+    path = project.recipe(RECIPE)
+    locked = project.root / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(cli.os, "access", lambda p, mode: str(p) != str(locked))
+    result = run_cli("run", path, "--report", str(locked / "r.json"))
+    assert result.code == 2
+    assert "is not writable" in result.err
+    monkeypatch.undo()
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli.tempfile, "mkstemp", full)
+    result = run_cli("run", path, "--report", "r.json", "--context-out", "c.json")
+    assert result.code == 2
+    assert result.err.count("No space left on device") == 2
+    assert "recipe recipe: succeeded" in result.out

@@ -146,3 +146,23 @@ def test_changes_since_returns_only_what_changed() -> None:
     ctx.set("a", 3)
     assert ctx.changes_since(version) == (3, {"a": 3})
     assert ctx.changes_since(3) == (3, {})
+
+
+def test_changes_since_leaves_out_writers_still_at_work() -> None:
+    """Writes by excluded writers wait; the version returned brings them back later."""
+    ctx = Context()
+    ctx.set("n", 1, who="done")
+    ctx.set("n", 2, who="busy")
+    ctx.set("other", "x", who="done")
+    version, changes = ctx.changes_since(0, exclude={"busy"})
+    assert changes == {"n": 1, "other": "x"}
+    assert version == 1
+    assert ctx.changes_since(version) == (3, {"n": 2, "other": "x"})
+
+
+def test_changes_since_after_the_history_was_trimmed() -> None:
+    """When the history no longer reaches back, every key comes back."""
+    ctx = Context(history_limit=10)
+    for i in range(30):
+        ctx.set(f"k{i % 3}", i)
+    assert ctx.changes_since(1) == (30, {"k0": 27, "k1": 28, "k2": 29})

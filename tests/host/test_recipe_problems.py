@@ -21,7 +21,7 @@ def ok(context, args):
 def _check(result: CliResult, place: str, words: str) -> None:
     assert result.code == 2, result
     assert "Traceback" not in result.err + result.out
-    line = next(x for x in result.err.splitlines() if words in x)
+    line = next(x for x in (result.err + result.out).splitlines() if words in x)
     assert place in line, line
 
 
@@ -156,3 +156,23 @@ def test_dotted_function_and_without_resolving(project: Project) -> None:
     assert lazy.step("a").module == "gone"
     with pytest.raises(KeyError):
         lazy.step("b")
+
+
+def test_non_finite_numbers_are_located(
+    project: Project, run_cli: Callable[..., CliResult]
+) -> None:
+    """YAML's .inf and .nan are not JSON: each is a located problem."""
+    project.module("m", GOOD_MODULE)
+    path = project.recipe(
+        "steps:\n  - name: a\n    module: m\n    function: ok\n    args: {x: .inf}\n"
+    )
+    _check(run_cli("validate", path), path + ":5:12:", "inf is not a finite number")
+
+
+def test_module_calling_sys_exit_on_import(
+    project: Project, run_cli: Callable[..., CliResult]
+) -> None:
+    """A module that calls sys.exit() while imported is a located import problem."""
+    project.module("quits", "import sys\nsys.exit(3)\n")
+    path = project.recipe("steps:\n  - name: a\n    module: quits\n    function: f\n")
+    _check(run_cli("run", path), path + ":3:5:", "importing it raised SystemExit: 3")

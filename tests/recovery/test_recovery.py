@@ -285,3 +285,26 @@ def test_run_result_reports_its_fields() -> None:
         "error": "bad",
         "report": None,
     }
+
+
+def test_recovery_recipe_that_cannot_start_has_failed(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recovery run whose state store is unreachable reports failed, with why."""
+    path = project.recipe(
+        f"""
+        steps:
+          - name: fix
+            module: {M}
+            function: ok
+        """,
+        name="fix.yaml",
+    )
+    result = run_recovery_recipe(
+        Path(path),
+        pm=plugin_manager(),
+        failure={"step": "s"},
+        options={"state": "redis://127.0.0.1:1/0"},
+    )
+    assert result.outcome == "failed"
+    assert "127.0.0.1:1" in (result.error or "")

@@ -256,3 +256,69 @@ def test_checkpoints_can_be_turned_off(
     text = f"error_handling:\n  state: {{checkpoints: {checkpoints}}}\nsteps:{steps}\n"
     assert run_cli("run", project.recipe(text), "--state", "memory:").code == 0
     assert len(saved) == writes
+
+
+def test_resetting_an_unknown_breaker_is_an_error(
+    run_cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    """breakers reset NAME for a name never seen says so, listing the known ones."""
+    url = f"sqlite:{tmp_path / 'b.db'}"
+    run_cli("breakers", "open", "known", "--state", url)
+    result = run_cli("breakers", "reset", "typo", "--state", url)
+    assert result.code == 2
+    assert "no circuit breaker named 'typo' (known: known)" in result.err
+
+
+PARALLEL = """
+import os, signal, time
+
+def slow_increment(context, args):
+    context.set("count", int(context.get("count", 0)) + 1)
+    deadline = time.time() + 20
+    while not os.path.exists(args["killed"]) and time.time() < deadline:
+        time.sleep(0.02)  # the first run is killed while this step is still here
+    return 0
+
+def quick(context, args):
+    context.set("quick", True)
+    return 0
+
+def kill(context, args):
+    if not os.path.exists(args["killed"]):
+        open(args["killed"], "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return 0
+"""
+
+
+def test_resume_after_a_kill_under_workers_does_not_repeat_work(project: Project) -> None:
+    """Writes of a step still running at the kill are not checkpointed, so resuming is exact."""
+    project.module("par", PARALLEL)
+    killed = project.root / "killed.marker"
+    path = project.recipe(
+        f"""
+        steps:
+          - name: a
+            module: par
+            function: slow_increment
+            args: {{killed: "{killed}"}}
+          - name: b
+            module: par
+            function: quick
+          - name: c
+            module: par
+            function: kill
+            depends_on: [b]
+            args: {{killed: "{killed}"}}
+        """
+    )
+    first = _framework0("run", path, "--workers", "2", cwd=project.root)
+    assert first.returncode == -9, first.stderr
+    resumed = _framework0(
+        "run", path, "--resume", "--workers", "2", "--context-out", "ctx.json", cwd=project.root
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "1 step(s) done before" in resumed.stdout  # b; a was still running
+    ctx = json.loads((project.root / "ctx.json").read_text())["context"]
+    assert ctx["count"] == 1
+    assert ctx["quick"] is True
