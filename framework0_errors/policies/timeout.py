@@ -100,12 +100,13 @@ class _Job(Generic[T]):
         self.value: T | None = None
         self.error: BaseException | None = None
 
-    def execute(self) -> None:
+    def execute(self, before_release: Callable[[], None]) -> None:
         try:
             self.value = self.run(*self.args)
         except BaseException as exc:  # handed to the waiting thread, re-raised there
             self.error = exc
         finally:
+            before_release()
             self.done.release()
 
     def outcome(self) -> T:
@@ -156,11 +157,16 @@ class _DaemonPool:
         # job's result be freed while this thread idles.
         job: _Job[Any] | None = box.pop()
         while job is not None:
-            job.execute()
+            # The worker counts itself idle before it wakes the caller: woken first,
+            # the caller would race it for the GIL and for the pool's lock, and its
+            # next submit could find no idle worker and start a needless thread.
+            job.execute(before_release=self._now_idle)
             job = None
-            with self._lock:
-                self._idle += 1
             job = self._next_job()
+
+    def _now_idle(self) -> None:
+        with self._lock:
+            self._idle += 1
 
     def _next_job(self) -> _Job[Any] | None:
         while True:
