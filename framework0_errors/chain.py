@@ -66,6 +66,7 @@ class StepChain:
         self.fallback = block.fallback
         self.fallback_call = _fallback_callable(block.fallback, step)
         self.notify_channels = tuple(block.notify)
+        self._monotonic = state.timing.monotonic
         self.pipeline: Pipeline[None] = Pipeline(
             block,
             name=step.name,
@@ -79,20 +80,22 @@ class StepChain:
             state.breakers.add(self.pipeline.breaker.name)
 
     def __call__(self, invocation: Invocation, call_next: Next) -> None:
-        started = self.state.timing.monotonic()
+        started = self._monotonic()
         tally = Tally()
         journal, name = self.state.journal, self.step.name
 
-        timed = self.pipeline.timeout_seconds is not None
+        if self.pipeline.timeout_seconds is None:
 
-        def attempt(number: int, abandon: Abandon) -> None:
-            if not timed:
+            def attempt(number: int, abandon: Abandon) -> None:
                 self._attempt(invocation, call_next, number)
-                return
-            # An attempt that may be abandoned writes through its own fenceable view.
-            view = invocation.context.child()
-            abandon.add(view.fence)
-            self._attempt(invocation.with_context(view), call_next, number)
+
+        else:
+
+            def attempt(number: int, abandon: Abandon) -> None:
+                # An attempt that may be abandoned writes through its own fenceable view.
+                view = invocation.context.child()
+                abandon.add(view.fence)
+                self._attempt(invocation.with_context(view), call_next, number)
 
         def on_error(exc: BaseException, number: int) -> None:
             journal.record(invocation, name, exc, attempt=number, redactor=self.redactor)
@@ -150,33 +153,37 @@ class StepChain:
             raise MissingContextKeys(f"{self.step.name} (fallback)", missing)
 
     def _finish(self, invocation: Invocation, tally: Tally, started: float) -> None:
-        duration = self.state.timing.monotonic() - started
+        duration = self._monotonic() - started
         outcome = tally.outcome or "failed"
-        detail = _detail(outcome, tally.attempts, tally.error, self.fallback)
+        attempts = tally.attempts
+        error = tally.error
         notes = invocation.notes
-        if detail:
-            notes["detail"] = detail
         notes["outcome"] = outcome
-        notes["attempts"] = tally.attempts
+        notes["attempts"] = attempts
         self.state.journal.set_recovery(
             self.step.name,
             {
-                "attempts": tally.attempts,
+                "attempts": attempts,
                 "outcome": outcome,
                 "strategy": _STRATEGY.get(outcome),
                 "duration": round(duration, 6),
-                "error_type": type(tally.error).__name__ if tally.error is not None else None,
+                "error_type": None if error is None else type(error).__name__,
             },
         )
+        if outcome == "succeeded":
+            return  # nothing to tell: the common case stops here
+        detail = _detail(outcome, attempts, error, self.fallback)
+        if detail:
+            notes["detail"] = detail
         if outcome == "failed":
             self.state.notify(
                 "failed",
                 step=self.step.name,
-                attempts=tally.attempts,
+                attempts=attempts,
                 extra_channels=self.notify_channels,
             )
-        elif outcome in ("recovered", "fallback"):
-            self.state.notify("recovered", step=self.step.name, attempts=tally.attempts)
+        else:
+            self.state.notify("recovered", step=self.step.name, attempts=attempts)
 
     def _breaker_changed(self, name: str, old: str, new: str) -> None:
         assert self.pipeline.breaker is not None

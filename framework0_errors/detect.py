@@ -60,25 +60,23 @@ def severity_for_level(levelno: int) -> ErrorSeverity:
     return ErrorSeverity.LOW
 
 
-class _Capture:
-    # A plain slotted class: one is made per step attempt, and a frozen dataclass
-    # costs several times more to create. Compared by identity (nested captures
-    # may look alike).
-    __slots__ = ("exclude", "found", "level", "patterns")
+class _Filter:
+    # What counts as an error, fixed for a LogWatch (or one capture_log_errors
+    # block); a capture is then just a (filter, found) pair, so a LogWatch
+    # starts one without building an object.
+    __slots__ = ("exclude", "level", "patterns")
 
     def __init__(
         self,
         level: int,
         patterns: tuple[re.Pattern[str], ...],
         exclude: tuple[str, ...],
-        found: list[DetectedLogError],
     ) -> None:
         self.level = level
         self.patterns = patterns
         self.exclude = exclude
-        self.found = found
 
-    def offer(self, record: logging.LogRecord) -> None:
+    def offer(self, record: logging.LogRecord, found: list[DetectedLogError]) -> None:
         if record.levelno < self.level and not self.patterns:
             return
         name = record.name
@@ -94,7 +92,7 @@ class _Capture:
         pattern = next((p.pattern for p in self.patterns if p.search(message)), None)
         if record.levelno < self.level and pattern is None:
             return
-        self.found.append(
+        found.append(
             DetectedLogError(
                 logger=name,
                 level=record.levelname,
@@ -106,23 +104,57 @@ class _Capture:
         )
 
 
+# (what counts, the list the errors go to); identified by the list, by identity
+_Capture = tuple[_Filter, list[DetectedLogError]]
+_Held = _Capture | list[_Capture]
+_get_ident = threading.get_ident
+
+
+def _push(captures: dict[int, _Held], ident: int, held: _Held, capture: _Capture) -> None:
+    # Open ``capture`` over ``held``, the captures ``ident`` already has open.
+    if isinstance(held, list):
+        held.append(capture)
+    else:
+        captures[ident] = [held, capture]
+
+
+def _pop(captures: dict[int, _Held], ident: int, found: list[DetectedLogError]) -> None:
+    # Close the capture of ``ident`` that collects into ``found``, if open.
+    held = captures.get(ident)
+    if isinstance(held, list):
+        for i, (_, theirs) in enumerate(held):
+            if theirs is found:
+                del held[i]
+                break
+        if not held:
+            del captures[ident]
+    elif held is not None and held[1] is found:
+        del captures[ident]
+
+
 class _Dispatcher(logging.Handler):
     """Routes each record to the open captures of the thread that emits it."""
 
     def __init__(self) -> None:
         super().__init__(logging.NOTSET)
-        # thread ident -> its open captures; each list is touched by its own thread only
-        self.captures: dict[int, list[_Capture]] = {}
+        # thread ident -> its open capture, or a list of them (oldest first) once
+        # nested: one capture, the usual case, needs no list. Each entry is
+        # touched by its own thread only.
+        self.captures: dict[int, _Held] = {}
         # LogWatch objects keeping this dispatcher installed between their captures
         self.holders = 0
 
     def handle(self, record: logging.LogRecord) -> bool:
         # Overridden whole (so emit is never called): no handler lock or filters
         # are needed, and a record from a thread without a capture costs one lookup.
-        captures = self.captures.get(threading.get_ident())
-        if captures:
-            for capture in captures:
-                capture.offer(record)
+        held = self.captures.get(_get_ident())
+        if held is None:
+            return True
+        if isinstance(held, list):
+            for flt, found in held:
+                flt.offer(record, found)
+        else:
+            held[0].offer(record, held[1])
         return True
 
 
@@ -156,19 +188,18 @@ def capture_log_errors(
         ValueError: A pattern is not a valid regular expression.
     """
     found: list[DetectedLogError] = []
-    capture = _Capture(level, _compile(patterns), tuple(exclude_loggers), found)
-    ident = threading.get_ident()
+    capture = (_Filter(level, _compile(patterns), tuple(exclude_loggers)), found)
+    ident = _get_ident()
     with _dispatchers_lock:
         dispatcher = _install(logger_name)
-        dispatcher.captures.setdefault(ident, []).append(capture)
+        held = dispatcher.captures.setdefault(ident, capture)
+        if held is not capture:
+            _push(dispatcher.captures, ident, held, capture)
     try:
         yield found
     finally:
         with _dispatchers_lock:
-            mine = dispatcher.captures[ident]
-            mine.remove(capture)
-            if not mine:
-                del dispatcher.captures[ident]
+            _pop(dispatcher.captures, ident, found)
             _uninstall_if_idle(logger_name, dispatcher)
 
 
@@ -190,33 +221,35 @@ class LogWatch:
         logger_name: str = "",
         exclude_loggers: Sequence[str] = ("framework0_errors",),
     ) -> None:
-        self._level = level
-        self._patterns = _compile(patterns)
-        self._exclude = tuple(exclude_loggers)
+        self._filter = _Filter(level, _compile(patterns), tuple(exclude_loggers))
         self._logger_name = logger_name
         with _dispatchers_lock:
             self._dispatcher = _install(logger_name)
             self._dispatcher.holders += 1
+        # The dispatcher's table, looked up once: start and stop run per attempt.
+        self._captures = self._dispatcher.captures
         self._closed = False
 
     def start(self) -> list[DetectedLogError]:
         """Start capturing the current thread's records; return the list they go to."""
         found: list[DetectedLogError] = []
-        capture = _Capture(self._level, self._patterns, self._exclude, found)
+        capture = (self._filter, found)
         # Only this thread touches its own entry, so no lock is needed.
-        self._dispatcher.captures.setdefault(threading.get_ident(), []).append(capture)
+        ident = _get_ident()
+        held = self._captures.setdefault(ident, capture)
+        if held is not capture:
+            _push(self._captures, ident, held, capture)
         return found
 
     def stop(self, found: list[DetectedLogError]) -> None:
         """Stop the capture that :meth:`start` returned ``found`` for, in the same thread."""
-        ident = threading.get_ident()
-        mine = self._dispatcher.captures.get(ident, [])
-        for i, capture in enumerate(mine):
-            if capture.found is found:
-                del mine[i]
-                break
-        if not mine:
-            self._dispatcher.captures.pop(ident, None)
+        captures = self._captures
+        ident = _get_ident()
+        held = captures.get(ident)
+        if type(held) is tuple and held[1] is found:
+            del captures[ident]  # the usual case: the thread's only capture
+        else:
+            _pop(captures, ident, found)
 
     def close(self) -> None:
         """Let the dispatcher go once no capture or watch needs it; idempotent."""

@@ -111,7 +111,7 @@ class ErrorJournal:
 
     def set_recovery(self, step: str, state: Mapping[str, Any]) -> None:
         """Write ``recovery.<step>``."""
-        self.context.set(f"recovery.{step}", dict(state), who=WHO)
+        self.context.set("recovery." + step, state, who=WHO)  # set() stores a copy
 
     def set_breaker(self, snapshot: BreakerSnapshot) -> None:
         """Write ``circuit_breakers.<name>`` from a breaker's snapshot."""

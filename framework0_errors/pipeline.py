@@ -8,7 +8,8 @@ same thing.
 
 from __future__ import annotations
 
-import threading
+import functools
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -22,8 +23,10 @@ from .policies import (
     BulkheadFullError,
     CircuitBreaker,
     CircuitOpenError,
+    Jitter,
     Retry,
     StepTimeoutError,
+    Strategy,
     Timeout,
 )
 from .stores.base import BreakerStore, BulkheadStore
@@ -53,32 +56,39 @@ class Abandon:
     """Tells an attempt that its caller stopped waiting for it (its timeout expired).
 
     Callbacks added before or after :meth:`set` run exactly once, with the reason.
+    Only the waiting caller calls :meth:`set`; the attempt's thread calls :meth:`add`.
     """
 
-    __slots__ = ("_callbacks", "_lock", "reason")
+    __slots__ = ("_callbacks", "reason")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._callbacks: list[Callable[[str], None]] = []
+        # No lock: one is made per timed attempt, and deque appends and pops are
+        # atomic, so each callback is claimed by exactly one thread (see _drain).
+        self._callbacks: deque[Callable[[str], None]] = deque()
         self.reason: str | None = None
 
     def add(self, callback: Callable[[str], None]) -> None:
         """Run ``callback(reason)`` when the attempt is abandoned (now, if it already was)."""
-        with self._lock:
-            reason = self.reason
-            if reason is None:
-                self._callbacks.append(callback)
-                return
-        callback(reason)
+        self._callbacks.append(callback)
+        # Appended before reading reason, while set() writes reason before draining:
+        # whichever runs second sees the other's step and runs the callback.
+        if self.reason is not None:
+            self._drain()
 
     def set(self, reason: str) -> None:
         """Abandon the attempt."""
-        with self._lock:
-            if self.reason is not None:
-                return
+        if self.reason is None:
             self.reason = reason
-            callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
+        self._drain()
+
+    def _drain(self) -> None:
+        reason = self.reason
+        assert reason is not None
+        while True:
+            try:
+                callback = self._callbacks.popleft()
+            except IndexError:
+                return
             callback(reason)
 
 
@@ -126,6 +136,8 @@ class Pipeline(Generic[T]):
         self.block = block
         self._classify = classify
         self.retry: Retry | None = None
+        # Read before the first attempt: retry's deadline counts from there.
+        self._retry_clock: Callable[[], float] = _no_clock
         self._retry_on: tuple[Selector, ...] | None = None
         self._give_up_on: tuple[Selector, ...] = ()
         if block.retry is not None:
@@ -134,18 +146,19 @@ class Pipeline(Generic[T]):
             self._give_up_on = _selectors(cfg.give_up_on) or ()
             self.retry = Retry(
                 max_attempts=cfg.max_attempts,
-                backoff=BackoffSettings(
-                    strategy=cfg.backoff_strategy,
-                    initial_delay=cfg.initial_delay,
-                    multiplier=cfg.multiplier,
-                    max_delay=cfg.max_delay,
-                    jitter=cfg.jitter,
+                backoff=_backoff(
+                    cfg.backoff_strategy,
+                    cfg.initial_delay,
+                    cfg.multiplier,
+                    cfg.max_delay,
+                    cfg.jitter,
                 ),
                 should_retry=self.should_retry,
                 deadline=cfg.deadline,
                 clock=timing.monotonic,
                 sleep=timing.sleep,
             )
+            self._retry_clock = timing.monotonic
         self.breaker: CircuitBreaker | None = None
         if block.circuit_breaker is not None:
             cb = block.circuit_breaker
@@ -172,6 +185,7 @@ class Pipeline(Generic[T]):
                 lease_seconds=slot_lease(block),
             )
         self.timeout_seconds = block.timeout.seconds if block.timeout is not None else None
+        self._timeout = Timeout(block.timeout.seconds) if block.timeout is not None else None
         self._fallback_on = _selectors(block.fallback.on) if block.fallback is not None else None
 
     def run(
@@ -194,9 +208,35 @@ class Pipeline(Generic[T]):
                 failed too.
         """
         count = tally if tally is not None else Tally()
+        started = self._retry_clock()
+        count.attempts = 1
+        try:
+            # The first attempt needs nothing from retry: it is made here, and
+            # retrying starts only if it fails.
+            value = self._guarded(attempt, 1)
+        except Exception as exc:
+            first = exc
+        else:
+            count.outcome = "succeeded"
+            return value
+        # Outside the except block, so later errors are not chained to the first.
+        return self._after_failure(
+            first, attempt, started=started, fallback=fallback, on_error=on_error, count=count
+        )
+
+    def _after_failure(
+        self,
+        first: Exception,
+        attempt: Attempt[T],
+        *,
+        started: float,
+        fallback: Callable[[BaseException], T] | None,
+        on_error: Callable[[BaseException, int], None] | None,
+        count: Tally,
+    ) -> T:
         guarded = self._guarded
 
-        def once() -> T:
+        def again() -> T:
             count.attempts += 1
             number = count.attempts
             try:
@@ -207,7 +247,11 @@ class Pipeline(Generic[T]):
                 raise
 
         try:
-            value = self.retry.call(once) if self.retry is not None else once()
+            if on_error is not None:
+                on_error(first, 1)
+            if self.retry is None:
+                raise first
+            value = self.retry.resume(again, start=started, error=first)
         except Exception as exc:
             count.error = exc
             if fallback is None or not self.fallback_applies(exc):
@@ -220,65 +264,71 @@ class Pipeline(Generic[T]):
                 raise FallbackFailedError(self.name, exc, failed) from failed
             count.outcome = "fallback"
             return value
-        count.outcome = "recovered" if count.attempts > 1 else "succeeded"
+        count.outcome = "recovered"
         return value
 
     def _guarded(self, attempt: Attempt[T], number: int) -> T:
-        if self.timeout_seconds is None and self.bulkhead is None and self.breaker is None:
-            return attempt(number, _NEVER)
-        call: Callable[[], T]
-        if self.timeout_seconds is not None:
-            call = self._timed(attempt, number, self.timeout_seconds)
-        elif self.bulkhead is not None:
-            bulkhead = self.bulkhead
+        # The breaker judges whatever happens inside it: bulkhead, timeout, attempt.
+        breaker = self.breaker
+        if breaker is None:
+            return self._limited(attempt, number)
+        admission = breaker.acquire_permission()
+        try:
+            value = self._limited(attempt, number)
+        except BaseException as exc:
+            breaker.on_error(exc, admission)
+            raise
+        breaker.on_success(admission)
+        return value
 
-            def call() -> T:
-                return bulkhead.call(lambda: attempt(number, _NEVER))
-
-        else:
-
-            def call() -> T:
-                return attempt(number, _NEVER)
-
-        return self.breaker.call(call) if self.breaker is not None else call()
-
-    def _timed(self, attempt: Attempt[T], number: int, seconds: float) -> Callable[[], T]:
-        abandon = Abandon()
-        reason = f"attempt {number} of '{self.name}' timed out after {seconds:g}s"
-        timeout = Timeout(seconds, on_abandon=lambda: abandon.set(reason))
+    def _limited(self, attempt: Attempt[T], number: int) -> T:
+        if self._timeout is not None:
+            return self._timed(attempt, number, self._timeout)
         bulkhead = self.bulkhead
         if bulkhead is None:
-            return lambda: timeout.call(lambda: attempt(number, abandon))
+            return attempt(number, _NEVER)
+        holder = bulkhead.acquire()
+        try:
+            return attempt(number, _NEVER)
+        finally:
+            bulkhead.release(holder)
 
-        def timed() -> T:
-            # The slot is given back by the thread running the attempt, when the
-            # attempt really ends: an abandoned attempt still holds it, so the
-            # limit counts what actually runs.
-            holder = bulkhead.acquire()
-            gate = threading.Lock()
-            state = ["pending"]
+    def _timed(self, attempt: Attempt[T], number: int, timeout: Timeout) -> T:
+        abandon = Abandon()
 
-            def held() -> T:
-                with gate:
-                    if state[0] == "cancelled":  # abandoned before it started
-                        raise StepTimeoutError(seconds)
-                    state[0] = "running"
-                try:
-                    return attempt(number, abandon)
-                finally:
-                    bulkhead.release(holder)
+        def abandoned() -> None:
+            abandon.set(f"attempt {number} of '{self.name}' timed out after {timeout.seconds:g}s")
 
+        bulkhead = self.bulkhead
+        if bulkhead is None:
+            return timeout.call(lambda: attempt(number, abandon), on_abandon=abandoned)
+        # The slot is given back by the thread running the attempt, when the
+        # attempt really ends: an abandoned attempt still holds it, so the
+        # limit counts what actually runs. Whoever pops the ticket first, the
+        # attempt (to start) or this thread (on timeout), owns the slot: list.pop
+        # is atomic, so no lock is needed.
+        holder = bulkhead.acquire()
+        ticket = [holder]
+
+        def held() -> T:
             try:
-                return timeout.call(held)
-            except BaseException:
-                with gate:
-                    never_ran = state[0] == "pending"
-                    state[0] = "cancelled"
-                if never_ran:
-                    bulkhead.release(holder)
-                raise
+                ticket.pop()
+            except IndexError:  # abandoned before it started
+                raise StepTimeoutError(timeout.seconds) from None
+            try:
+                return attempt(number, abandon)
+            finally:
+                bulkhead.release(holder)
 
-        return timed
+        try:
+            return timeout.call(held, on_abandon=abandoned)
+        except BaseException:
+            try:
+                ticket.pop()
+            except IndexError:
+                raise  # the attempt started and gives the slot back when it ends
+            bulkhead.release(holder)
+            raise
 
     def should_retry(self, exc: BaseException, attempt: int) -> bool:
         """Whether ``exc`` is worth another attempt under ``retry_on``/``give_up_on``."""
@@ -323,10 +373,28 @@ class _Never(Abandon):
 _NEVER = _Never()
 
 
+def _no_clock() -> float:
+    return 0.0
+
+
+@functools.lru_cache(maxsize=256)
+def _backoff(
+    strategy: Strategy, initial_delay: float, multiplier: float, max_delay: float, jitter: Jitter
+) -> BackoffSettings:
+    # Frozen and validated once: the steps of a run mostly share their backoff.
+    return BackoffSettings(
+        strategy=strategy,
+        initial_delay=initial_delay,
+        multiplier=multiplier,
+        max_delay=max_delay,
+        jitter=jitter,
+    )
+
+
 def _selectors(texts: list[str] | None) -> tuple[Selector, ...] | None:
     if texts is None:
         return None
-    return tuple(parse_selector(t) for t in texts)
+    return tuple([parse_selector(t) for t in texts]) if texts else ()
 
 
 def _counts_for_breaker(exc: BaseException) -> bool:

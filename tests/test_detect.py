@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from framework0_errors.categories import ErrorSeverity
-from framework0_errors.detect import DetectedLogError, capture_log_errors, severity_for_level
+from framework0_errors.detect import (
+    DetectedLogError,
+    LogWatch,
+    capture_log_errors,
+    severity_for_level,
+)
 
 
 @pytest.fixture
@@ -101,24 +107,13 @@ def test_handler_is_removed_on_exit_and_on_error(step_logger: logging.Logger) ->
 def test_each_thread_sees_only_its_own_records(step_logger: logging.Logger) -> None:
     """Concurrent captures in two threads each see only their own thread's records."""
     before = handlers_of()
-    barrier = threading.Barrier(2, timeout=10)
-    results: dict[str, list[str]] = {}
 
-    def step(name: str) -> None:
+    @contextlib.contextmanager
+    def capture() -> Iterator[list[DetectedLogError]]:
         with capture_log_errors() as found:
-            barrier.wait()  # both captures are open before anyone logs
-            for i in range(50):
-                step_logger.error("%s error %d", name, i)
-            barrier.wait()  # both have logged before anyone closes
-        results[name] = [d.message for d in found]
+            yield found
 
-    threads = [threading.Thread(target=step, args=(n,)) for n in ("left", "right")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=10)
-    assert results["left"] == [f"left error {i}" for i in range(50)]
-    assert results["right"] == [f"right error {i}" for i in range(50)]
+    _log_from_two_threads(step_logger, capture)
     assert handlers_of() == before
 
 
@@ -222,3 +217,181 @@ def test_capture_survives_logging_reconfiguration(step_logger: logging.Logger) -
 def test_severity_for_level(levelno: int, severity: ErrorSeverity) -> None:
     """Log levels map to severities: CRITICAL, ERROR→HIGH, WARNING→MEDIUM, else LOW."""
     assert severity_for_level(levelno) is severity
+
+
+@pytest.fixture
+def watch() -> Iterator[LogWatch]:
+    """A LogWatch on the root logger, closed after the test."""
+    log_watch = LogWatch()
+    yield log_watch
+    log_watch.close()
+
+
+def test_log_watch_captures_between_start_and_stop(
+    watch: LogWatch, step_logger: logging.Logger
+) -> None:
+    """A LogWatch capture sees what the thread logs between start and stop only."""
+    step_logger.error("before")
+    found = watch.start()
+    step_logger.warning("a warning")
+    step_logger.error("during")
+    watch.stop(found)
+    step_logger.error("after")
+    assert [d.message for d in found] == ["during"]
+    again = watch.start()
+    step_logger.error("second attempt")
+    watch.stop(again)
+    assert [d.message for d in again] == ["second attempt"]
+    assert [d.message for d in found] == ["during"]
+
+
+@pytest.mark.parametrize("inner_first", [True, False])
+def test_log_watch_nested_captures(
+    inner_first: bool, watch: LogWatch, step_logger: logging.Logger
+) -> None:
+    """Nested captures of one thread both see its records, whichever stops first."""
+    outer = watch.start()
+    step_logger.error("one")
+    inner = watch.start()
+    step_logger.error("two")
+    first, second = (inner, outer) if inner_first else (outer, inner)
+    watch.stop(first)
+    step_logger.error("three")
+    watch.stop(second)
+    step_logger.error("four")
+    assert [d.message for d in outer] == ["one", "two"] + (["three"] if inner_first else [])
+    assert [d.message for d in inner] == ["two"] + ([] if inner_first else ["three"])
+
+
+def test_log_watch_three_deep_then_single_again(
+    watch: LogWatch, step_logger: logging.Logger
+) -> None:
+    """After nesting unwinds, a lone capture of the thread works as before."""
+    a, b, c = watch.start(), watch.start(), watch.start()
+    step_logger.error("all three")
+    watch.stop(b)
+    step_logger.error("a and c")
+    watch.stop(c)
+    watch.stop(a)
+    alone = watch.start()
+    step_logger.error("alone")
+    watch.stop(alone)
+    assert [d.message for d in a] == ["all three", "a and c"]
+    assert [d.message for d in b] == ["all three"]
+    assert [d.message for d in c] == ["all three", "a and c"]
+    assert [d.message for d in alone] == ["alone"]
+
+
+def test_log_watch_stop_of_an_unknown_list_changes_nothing(
+    watch: LogWatch, step_logger: logging.Logger
+) -> None:
+    """stop() with a list no open capture owns, or twice, leaves open captures alone."""
+    watch.stop([])  # nothing open in this thread
+    found = watch.start()
+    watch.stop([])  # an equal but different list
+    step_logger.error("still captured")
+    watch.stop(found)
+    watch.stop(found)  # already stopped
+    outer, inner = watch.start(), watch.start()
+    watch.stop([])
+    step_logger.error("both")
+    watch.stop(inner)
+    watch.stop(outer)
+    assert [d.message for d in found] == ["still captured"]
+    assert [d.message for d in outer] == ["both"]
+    assert [d.message for d in inner] == ["both"]
+
+
+def test_log_watch_and_capture_block_nest_in_one_thread(
+    watch: LogWatch, step_logger: logging.Logger
+) -> None:
+    """A capture_log_errors block inside a LogWatch capture (and around one) sees the same."""
+    outer = watch.start()
+    with capture_log_errors(level=logging.WARNING) as block:
+        step_logger.warning("warned")
+        inner = watch.start()
+        step_logger.error("failed")
+        watch.stop(inner)
+    step_logger.error("after the block")
+    watch.stop(outer)
+    assert [d.message for d in outer] == ["failed", "after the block"]
+    assert [d.message for d in block] == ["warned", "failed"]
+    assert [d.message for d in inner] == ["failed"]
+
+
+def test_log_watch_attributes_records_per_thread(
+    watch: LogWatch, step_logger: logging.Logger
+) -> None:
+    """Captures of one LogWatch in two threads each see only their own thread's records."""
+
+    @contextlib.contextmanager
+    def capture() -> Iterator[list[DetectedLogError]]:
+        found = watch.start()
+        try:
+            yield found
+        finally:
+            watch.stop(found)
+
+    _log_from_two_threads(step_logger, capture)
+
+
+def _log_from_two_threads(
+    step_logger: logging.Logger,
+    capture: Callable[[], contextlib.AbstractContextManager[list[DetectedLogError]]],
+) -> None:
+    """Two threads log 50 errors each inside their own capture; each sees only its own."""
+    barrier = threading.Barrier(2, timeout=10)
+    results: dict[str, list[str]] = {}
+
+    def step(name: str) -> None:
+        with capture() as found:
+            barrier.wait()  # both captures are open before anyone logs
+            for i in range(50):
+                step_logger.error("%s error %d", name, i)
+            barrier.wait()  # both have logged before anyone closes
+        results[name] = [d.message for d in found]
+
+    threads = [threading.Thread(target=step, args=(n,)) for n in ("left", "right")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert results["left"] == [f"left error {i}" for i in range(50)]
+    assert results["right"] == [f"right error {i}" for i in range(50)]
+
+
+def test_log_watch_keeps_the_handler_until_closed() -> None:
+    """The dispatcher stays while a watch is open, and goes once nothing needs it."""
+    before = handlers_of()
+    watch = LogWatch()
+    assert len(handlers_of()) == len(before) + 1
+    watch.stop(watch.start())
+    assert len(handlers_of()) == len(before) + 1  # no capture open, but the watch is
+    with capture_log_errors():
+        watch.close()
+        watch.close()  # idempotent
+        assert len(handlers_of()) == len(before) + 1  # the block still needs it
+    assert handlers_of() == before
+
+
+def test_log_watch_with_patterns_and_excluded_loggers(step_logger: logging.Logger) -> None:
+    """A LogWatch applies its level, patterns and excluded loggers like capture_log_errors."""
+    watch = LogWatch(level=logging.CRITICAL, patterns=["quota"], exclude_loggers=["noisy"])
+    try:
+        found = watch.start()
+        step_logger.error("plain error")
+        step_logger.info("quota low")
+        logging.getLogger("noisy.child").critical("quota gone")
+        step_logger.critical("down")
+        watch.stop(found)
+    finally:
+        watch.close()
+    assert [(d.message, d.pattern) for d in found] == [("quota low", "quota"), ("down", None)]
+
+
+def test_log_watch_invalid_pattern_installs_nothing() -> None:
+    """A bad pattern is a ValueError before any handler is installed."""
+    before = handlers_of()
+    with pytest.raises(ValueError, match=r"invalid log pattern '\['"):
+        LogWatch(patterns=["["])
+    assert handlers_of() == before

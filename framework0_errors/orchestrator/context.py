@@ -26,8 +26,8 @@ class ContextValueError(Framework0Error, TypeError):
 class Change(NamedTuple):
     """One change of a Context key: who set it, when, from what to what."""
 
-    # A named tuple: as immutable as a frozen dataclass, and several times
-    # cheaper to create, which matters since every set() makes one.
+    # A named tuple: as immutable as a frozen dataclass, and made from the
+    # plain tuples the Context keeps without copying their fields.
     key: str
     before: Any
     after: Any
@@ -64,33 +64,44 @@ class DiscardedWrite:
         }
 
 
-def _json_copy(key: str, value: Any, who: str | None) -> Any:
+def _refused(key: str, value: Any, who: str | None, exc: BaseException) -> ContextValueError:
+    by = f" (set by step '{who}')" if who else ""
+    return ContextValueError(
+        f"context key '{key}'{by}: value of type {type(value).__name__} is not "
+        f"JSON-serialisable ({exc}); store plain dicts, lists, strings, numbers, "
+        "booleans or None"
+    )
+
+
+def _checked_copy(key: str, value: Any, who: str | None) -> Any:
+    if not isinstance(key, str) or not key:
+        raise ContextValueError(f"context keys are non-empty strings, not {key!r}")
     try:
-        return _plain_copy(value)
+        return value if type(value) in _IMMUTABLE else _plain_copy(value)
     except (TypeError, ValueError, RecursionError) as exc:
-        by = f" (set by step '{who}')" if who else ""
-        raise ContextValueError(
-            f"context key '{key}'{by}: value of type {type(value).__name__} is not "
-            f"JSON-serialisable ({exc}); store plain dicts, lists, strings, numbers, "
-            "booleans or None"
-        ) from None
+        raise _refused(key, value, who, exc) from None
 
 
 _IMMUTABLE = frozenset({str, int, bool, type(None)})
+_isfinite = math.isfinite
 
 
 def _plain_copy(value: Any) -> Any:
     # A copy decouples the stored value from the caller's object. Plain JSON
     # types are copied by hand, which is several times cheaper than a JSON
-    # round trip for the small values steps usually store.
+    # round trip for the small values steps usually store. Callers keep
+    # str, int, bool and None themselves (see _IMMUTABLE): no call for those.
     kind = type(value)
-    if kind in _IMMUTABLE:
-        return value
-    if kind is float:
-        if not math.isfinite(value):
-            raise ValueError(f"{value} is not allowed in JSON")
-        return value
     if kind is dict:
+        # Most values are flat records (strings, numbers, None): once checked,
+        # they are copied at C speed.
+        for key, item in value.items():
+            if type(key) is not str or type(item) not in _IMMUTABLE:
+                if type(key) is str and type(item) is float and _isfinite(item):
+                    continue
+                break
+        else:
+            return value.copy()
         out = {}
         for key, item in value.items():
             if type(key) is not str:
@@ -100,8 +111,29 @@ def _plain_copy(value: Any) -> Any:
             return out
     elif kind is list or kind is tuple:
         return [item if type(item) in _IMMUTABLE else _plain_copy(item) for item in value]
+    elif kind is float:
+        if not _isfinite(value):
+            raise ValueError(f"{value} is not allowed in JSON")
+        return value
     # Subclasses (IntEnum, str enums, OrderedDict) and non-string keys: JSON decides.
     return json.loads(json.dumps(value, allow_nan=False))
+
+
+_CONTAINERS = frozenset({dict, list})
+
+
+def _copy_stored(value: Any) -> Any:
+    # A copy of a value set() stored, which holds only plain JSON types (dicts
+    # with string keys, lists, atoms), so there is nothing left to check.
+    kind = type(value)
+    if kind is dict:
+        for item in value.values():
+            if type(item) in _CONTAINERS:
+                return {key: _copy_stored(item) for key, item in value.items()}
+        return value.copy()
+    if kind is list:
+        return [_copy_stored(item) if type(item) in _CONTAINERS else item for item in value]
+    return value
 
 
 class Context:
@@ -122,28 +154,34 @@ class Context:
     ) -> None:
         self._lock = threading.RLock()
         self._data: dict[str, Any] = {}
-        self._history: list[Change] = []
+        # Plain (key, before, after, who, timestamp) tuples, made Changes when
+        # asked for: every set() adds one, and a plain tuple costs a fraction of
+        # a named one to build and to keep (the garbage collector untracks it).
+        self._history: list[tuple[str, Any, Any, str | None, float]] = []
         self._discarded: list[DiscardedWrite] = []
         self._clock = clock
         self._history_limit = history_limit
-        self._version = 0
-        self._history_base = 0  # the version before the oldest change still kept
+        # The version before the oldest change still kept; the current version
+        # is this plus len(self._history), as each set() appends one change.
+        self._history_base = 0
         for key, value in (initial or {}).items():
             self.set(key, value)
 
     def get(self, key: str, default: Any = None) -> Any:
         """Return a copy of the value of ``key``, the mapping below a prefix, or ``default``."""
+        # One dict lookup is atomic, and a stored value is never changed in
+        # place (set() replaces it), so an existing key needs no lock.
+        value = self._data.get(key, _MISSING)
+        if value is not _MISSING:
+            # A copy: changing it in place must not bypass set() (its JSON
+            # check, its history, the fence of a timed-out attempt).
+            return value if type(value) in _IMMUTABLE else _copy_stored(value)
         with self._lock:
-            value = self._data.get(key, _MISSING)
-            if value is not _MISSING:
-                # A copy: changing it in place must not bypass set() (its JSON
-                # check, its history, the fence of a timed-out attempt).
-                return value if type(value) in _IMMUTABLE else _plain_copy(value)
             prefix = key + "."
             below = {k[len(prefix) :]: v for k, v in self._data.items() if k.startswith(prefix)}
         if not below:
             return default
-        return _plain_copy(_nest(below))
+        return _copy_stored(_nest(below))
 
     def __contains__(self, key: object) -> bool:
         with self._lock:
@@ -155,18 +193,14 @@ class Context:
         Raises:
             ContextValueError: when ``value`` is not JSON-serialisable.
         """
-        if not isinstance(key, str) or not key:
-            raise ContextValueError(f"context keys are non-empty strings, not {key!r}")
-        stored = _json_copy(key, value, who)
-        with self._lock:
-            before = self._data.get(key)
-            self._data[key] = stored
-            self._version += 1
-            if len(self._history) >= self._history_limit:
-                dropped = self._history_limit // 10 or 1
-                del self._history[:dropped]
-                self._history_base += dropped
-            self._history.append(Change(key, before, stored, who, self._clock()))
+        stored = _checked_copy(key, value, who)
+        # acquire/release rather than `with`: about half the cost.
+        lock = self._lock
+        lock.acquire()
+        try:
+            self._set_locked(key, stored, who)
+        finally:
+            lock.release()
 
     def changes_since(
         self, version: int, *, exclude: Collection[str] = ()
@@ -183,17 +217,20 @@ class Context:
         history no longer reaches back that far, every key is returned.
         """
         with self._lock:
+            current = self._history_base + len(self._history)
             if version < self._history_base:
-                return self._version, _plain_copy(self._data)
+                return current, _copy_stored(self._data)
             changed: dict[str, Any] = {}
-            resume_from = self._version
-            for offset, change in enumerate(self._history[version - self._history_base :]):
-                if change.who in exclude:
+            resume_from = current
+            for offset, (key, _, after, who, _) in enumerate(
+                self._history[version - self._history_base :]
+            ):
+                if who in exclude:
                     resume_from = min(resume_from, version + offset)
                     continue
-                changed.pop(change.key, None)  # keep keys in the order of their last write
-                changed[change.key] = change.after
-            return resume_from, _plain_copy(changed)
+                changed.pop(key, None)  # keep keys in the order of their last write
+                changed[key] = after
+            return resume_from, _copy_stored(changed)
 
     def keys(self) -> list[str]:
         """Return the keys, in the order they were first set."""
@@ -208,7 +245,7 @@ class Context:
     def history(self) -> list[Change]:
         """Return every change so far, oldest first."""
         with self._lock:
-            return list(self._history)
+            return list(map(Change._make, self._history))
 
     def discarded(self) -> list[DiscardedWrite]:
         """Return the writes that were refused because their writer had been fenced."""
@@ -219,7 +256,24 @@ class Context:
         """Return a view that attributes writes to ``who`` and can be fenced."""
         return StepContext(self, who)
 
+    def _set_locked(self, key: str, stored: Any, who: str | None) -> None:
+        # Called with self._lock held; ``stored`` is already a checked copy.
+        data = self._data
+        before = data.get(key)
+        data[key] = stored
+        history = self._history
+        if len(history) >= self._history_limit:
+            self._trim_history()
+        history.append((key, before, stored, who, self._clock()))
+
+    def _trim_history(self) -> None:
+        # Called with self._lock held.
+        dropped = self._history_limit // 10 or 1
+        del self._history[:dropped]
+        self._history_base += dropped
+
     def _discard(self, key: str, who: str | None, reason: str) -> None:
+        # Rare (a write after a timeout), so it takes the lock even when the caller holds it.
         with self._lock:
             self._discarded.append(DiscardedWrite(key, who, reason, self._clock()))
 
@@ -251,13 +305,27 @@ class StepContext:
     def set(self, key: str, value: Any, who: str | None = None) -> None:
         """Store ``value`` unless this view was fenced (see :meth:`Context.set`)."""
         by = who if who is not None else self.who
+        context = self._context
+        lock = context._lock
+        try:
+            stored = _checked_copy(key, value, by)
+        except ContextValueError:
+            # A fenced view discards a write without judging it.
+            with lock:
+                if self._fence_reason is not None:
+                    context._discard(key, by, self._fence_reason)
+                    return
+            raise
         # Checked and written under the Context's lock, which fence() also
         # takes: a write either lands before the fence or not at all.
-        with self._context._lock:
-            if self._fence_reason is not None:
-                self._context._discard(key, by, self._fence_reason)
-                return
-            self._context.set(key, value, by)
+        lock.acquire()
+        try:
+            if self._fence_reason is None:
+                context._set_locked(key, stored, by)
+            else:
+                context._discard(key, by, self._fence_reason)
+        finally:
+            lock.release()
 
     def keys(self) -> list[str]:
         """Return the Context's keys."""

@@ -27,6 +27,8 @@ __all__ = ["BackoffSettings", "Jitter", "Strategy", "delays", "worst_case_total"
 
 Strategy = Literal["fixed", "linear", "exponential"]
 Jitter = Literal["none", "full", "equal"]
+_STRATEGIES = get_args(Strategy)
+_JITTERS = get_args(Jitter)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,11 +50,11 @@ class BackoffSettings:
     jitter: Jitter = "none"
 
     def __post_init__(self) -> None:
-        if self.strategy not in get_args(Strategy):
+        if self.strategy not in _STRATEGIES:
             raise ValueError(
                 f"backoff strategy must be one of fixed, linear, exponential; got {self.strategy!r}"
             )
-        if self.jitter not in get_args(Jitter):
+        if self.jitter not in _JITTERS:
             raise ValueError(f"jitter must be one of none, full, equal; got {self.jitter!r}")
         _check_seconds("initial_delay", self.initial_delay)
         _check_seconds("max_delay", self.max_delay)

@@ -109,7 +109,15 @@ class Bulkhead:
         # Unique across threads, processes and machines sharing a durable store; a
         # counter after a per-process random prefix is far cheaper than a uuid.
         holder_id = _holder_prefix + str(next(_holder_numbers))
-        self._acquire(holder_id)
+        now = self._clock()
+        if not self.store.try_acquire(
+            self.name,
+            limit=self.max_concurrent,
+            holder_id=holder_id,
+            lease_seconds=self.lease_seconds,
+            now=now,
+        ):
+            self._wait(holder_id, now)
         return holder_id
 
     def release(self, holder_id: str) -> None:
@@ -120,19 +128,11 @@ class Bulkhead:
         """Return how many slots are held now, by every user of this name and store."""
         return self.store.in_use(self.name, now=self._clock())
 
-    def _acquire(self, holder_id: str) -> None:
-        start = self._clock()
+    def _wait(self, holder_id: str, start: float) -> None:
+        # The first try failed: wait for a release (or poll) until max_wait runs out.
         deadline = start + self.max_wait
+        now = start
         while True:
-            now = self._clock()
-            if self.store.try_acquire(
-                self.name,
-                limit=self.max_concurrent,
-                holder_id=holder_id,
-                lease_seconds=self.lease_seconds,
-                now=now,
-            ):
-                return
             remaining = deadline - now
             if remaining <= 0:
                 raise BulkheadFullError(
@@ -142,6 +142,15 @@ class Bulkhead:
                 self.name, limit=self.max_concurrent, timeout=remaining, now=now
             ):
                 self._sleep(min(self.poll_interval, remaining))
+            now = self._clock()
+            if self.store.try_acquire(
+                self.name,
+                limit=self.max_concurrent,
+                holder_id=holder_id,
+                lease_seconds=self.lease_seconds,
+                now=now,
+            ):
+                return
 
 
 def _check_seconds(name: str, value: float, *, allow_zero: bool) -> None:

@@ -86,11 +86,32 @@ class CircuitBreaker:
             CircuitOpenError: The breaker is open, or half-open with every trial slot
                 taken; ``fn`` was not called.
         """
+        admission = self.acquire_permission()
+        try:
+            value = fn()
+        except BaseException as exc:
+            self.on_error(exc, admission)
+            raise
+        self.on_success(admission)
+        return value
+
+    def acquire_permission(self) -> Admission:
+        """Ask to make one call; hand the admission back to :meth:`on_success` or :meth:`on_error`.
+
+        For callers that cannot wrap the call in :meth:`call` (resilience4j's
+        ``acquirePermission``): exactly one verdict must follow every admission,
+        or a half-open trial slot stays taken.
+
+        Raises:
+            CircuitOpenError: The breaker is open, or half-open with every trial slot
+                taken.
+        """
         now = self._clock()
         admission = self.store.before_call(
             self.name, now=now, half_open_max_calls=self.half_open_max_calls
         )
-        self._notify(admission.transition)
+        if admission.transition is not None:
+            self._notify(admission.transition)
         if not admission.allowed:
             retry_at = now if admission.retry_at is None else admission.retry_at
             raise CircuitOpenError(
@@ -99,13 +120,31 @@ class CircuitBreaker:
                 retry_in=max(retry_at - now, 0.0),
                 state=admission.state,
             )
-        try:
-            value = fn()
-        except BaseException as exc:
-            self._record_error(exc, admission)
-            raise
-        self._notify(self.store.record_success(self.name, now=self._clock(), admission=admission))
-        return value
+        return admission
+
+    def on_success(self, admission: Admission) -> None:
+        """Record that the admitted call succeeded."""
+        transition = self.store.record_success(self.name, now=self._clock(), admission=admission)
+        if transition is not None:
+            self._notify(transition)
+
+    def on_error(self, exc: BaseException, admission: Admission) -> None:
+        """Record that the admitted call raised ``exc`` (which may not count as a failure)."""
+        now = self._clock()
+        if self._counts_as_failure(exc):
+            transition = self.store.record_failure(
+                self.name,
+                now=now,
+                admission=admission,
+                failure_threshold=self.failure_threshold,
+                recovery_timeout=self.recovery_timeout,
+            )
+        elif isinstance(exc, Exception):
+            transition = self.store.record_success(self.name, now=now, admission=admission)
+        else:
+            self.store.release_trial(self.name, admission=admission)
+            return
+        self._notify(transition)
 
     def snapshot(self) -> BreakerSnapshot:
         """Return the breaker's current state."""
@@ -122,23 +161,6 @@ class CircuitBreaker:
         now = self._clock()
         until = None if duration is None else now + duration
         self._notify(self.store.force_open(self.name, now=now, until=until))
-
-    def _record_error(self, exc: BaseException, admission: Admission) -> None:
-        now = self._clock()
-        if self._counts_as_failure(exc):
-            transition = self.store.record_failure(
-                self.name,
-                now=now,
-                admission=admission,
-                failure_threshold=self.failure_threshold,
-                recovery_timeout=self.recovery_timeout,
-            )
-        elif isinstance(exc, Exception):
-            transition = self.store.record_success(self.name, now=now, admission=admission)
-        else:
-            self.store.release_trial(self.name, admission=admission)
-            return
-        self._notify(transition)
 
     def _notify(self, transition: Transition | None) -> None:
         if transition is not None and self._on_state_change is not None:

@@ -135,6 +135,16 @@ class Retry:
             return value, RetryStats(attempts=1, waited=0.0, elapsed=self._clock() - start)
         return self._retry(fn, start, first)
 
+    def resume(self, fn: Callable[[], T], *, start: float, error: Exception) -> T:
+        """Go on after a first attempt that the caller made itself and that raised ``error``.
+
+        For callers that make the first attempt without going through :meth:`call`
+        (it is the common case, and needs nothing from the policy); ``start`` is
+        when that attempt started, by this policy's ``clock``. The next attempt is
+        number 2; ``error`` and ``start`` are judged exactly as :meth:`call` would.
+        """
+        return self._retry(fn, start, error)[0]
+
     def _retry(self, fn: Callable[[], T], start: float, error: Exception) -> tuple[T, RetryStats]:
         delays = self.backoff.delays(random=self._random)
         waited = 0.0

@@ -22,6 +22,7 @@ import math
 import os
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -60,8 +61,10 @@ class Timeout:
         self._executor = executor
         self._on_abandon = on_abandon
 
-    def call(self, fn: Callable[[], T]) -> T:
+    def call(self, fn: Callable[[], T], *, on_abandon: Callable[[], None] | None = None) -> T:
         """Return ``fn()`` if it finishes within ``seconds``; re-raise what it raises.
+
+        ``on_abandon`` replaces, for this call, the one given to the constructor.
 
         Raises:
             StepTimeoutError: ``fn`` did not finish in time; it may still be running.
@@ -82,8 +85,9 @@ class Timeout:
             _shared.pool().submit(job)
             if job.done.acquire(timeout=self.seconds):
                 return job.outcome()
-        if self._on_abandon is not None:
-            self._on_abandon()
+        abandoned = on_abandon if on_abandon is not None else self._on_abandon
+        if abandoned is not None:
+            abandoned()
         raise StepTimeoutError(self.seconds)
 
 
@@ -124,20 +128,25 @@ class _DaemonPool:
     def __init__(self, *, idle_timeout: float = 60.0) -> None:
         self._idle_timeout = idle_timeout
         self._jobs: queue.SimpleQueue[_Job[Any]] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        # Workers waiting for a job that no submit has claimed yet. Invariant, kept under
-        # _lock: workers between two jobs == queued jobs + _idle, so every queued job
-        # has a worker waiting for it.
-        self._idle = 0
+        # One token per worker waiting for a job that no submit has claimed yet.
+        # Invariant: workers between two jobs == queued jobs + tokens, so every
+        # queued job has a worker waiting for it. Appends and pops of a deque are
+        # atomic, so a submit and an exiting worker never claim the same token,
+        # and the hand-off of a job takes no lock.
+        self._idle: deque[None] = deque()
+        self._lock = threading.Lock()  # guards ``threads`` only
         self.threads = 0
 
     def submit(self, job: _Job[Any]) -> None:
         """Hand ``job`` to an idle worker, or to a new one if none is idle."""
+        try:
+            self._idle.pop()
+        except IndexError:
+            pass
+        else:
+            self._jobs.put(job)
+            return
         with self._lock:
-            if self._idle:
-                self._idle -= 1
-                self._jobs.put(job)
-                return
             self.threads += 1
         # The first job goes straight to the new thread, so if the thread cannot start
         # the job is not left queued to run later, after its caller has given up.
@@ -158,27 +167,28 @@ class _DaemonPool:
         job: _Job[Any] | None = box.pop()
         while job is not None:
             # The worker counts itself idle before it wakes the caller: woken first,
-            # the caller would race it for the GIL and for the pool's lock, and its
-            # next submit could find no idle worker and start a needless thread.
+            # the caller would race it for the GIL, and its next submit could find
+            # no idle worker and start a needless thread.
             job.execute(before_release=self._now_idle)
             job = None
             job = self._next_job()
 
     def _now_idle(self) -> None:
-        with self._lock:
-            self._idle += 1
+        self._idle.append(None)
 
     def _next_job(self) -> _Job[Any] | None:
         while True:
             try:
                 return self._jobs.get(timeout=self._idle_timeout)
             except queue.Empty:
+                try:
+                    self._idle.pop()
+                except IndexError:
+                    # Every waiting worker is claimed by a queued job: one is ours.
+                    continue
                 with self._lock:
-                    # A job queued since get() timed out has claimed a worker: stay.
-                    if self._jobs.empty():
-                        self._idle -= 1  # >= 1: this worker is between jobs, none is queued
-                        self.threads -= 1
-                        return None
+                    self.threads -= 1
+                return None
 
 
 class _Shared:

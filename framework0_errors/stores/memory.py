@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 
 from framework0_errors.stores.base import (
@@ -29,9 +30,17 @@ class _Breaker:
 
 @dataclass(slots=True)
 class _Bulkhead:
-    changed: threading.Condition
+    limit: int
+    # One item per free slot. Appends and pops of a deque are atomic, so taking and
+    # giving back a slot needs no lock: a slot is never handed out twice, and the
+    # slots held never exceed the limit.
+    free: deque[None]
     # holder_id -> lease expiry (inf: no lease)
     holders: dict[str, float] = field(default_factory=dict)
+    # slots to retire as they come back, after the limit was lowered
+    debt: int = 0
+    # made by the first waiter: most bulkheads never make anyone wait
+    changed: threading.Condition | None = None
     # threads in wait_for_slot; a release with nobody waiting need not notify
     waiters: int = 0
 
@@ -207,33 +216,60 @@ class MemoryStore:
         self, name: str, *, limit: int, holder_id: str, lease_seconds: float | None, now: float
     ) -> bool:
         """Take a slot if fewer than ``limit`` unexpired ones are held; never blocks."""
+        bh = self._bulkheads.get(name)
+        if bh is not None and bh.limit == limit and holder_id not in bh.holders:
+            try:
+                bh.free.pop()
+            except IndexError:
+                pass  # full, unless a lease ran out: see below, under the lock
+            else:
+                bh.holders[holder_id] = math.inf if lease_seconds is None else now + lease_seconds
+                return True
         with self._lock:
-            bh = self._bulkhead(name)
-            if len(bh.holders) >= limit:
-                self._expire(bh, now)
-            if len(bh.holders) >= limit:
+            bh = self._bulkhead(name, limit)
+            self._expire(bh, now)
+            if holder_id not in bh.holders:
+                try:
+                    bh.free.pop()
+                except IndexError:
+                    return False
+            elif not bh.free:  # a holder asking again keeps its slot only below the limit
                 return False
             bh.holders[holder_id] = math.inf if lease_seconds is None else now + lease_seconds
             return True
 
     def release(self, name: str, *, holder_id: str) -> None:
         """Give a slot back; releasing a slot not held is a no-op."""
-        with self._lock:
-            bh = self._bulkheads.get(name)
-            if bh is not None and bh.holders.pop(holder_id, None) is not None and bh.waiters:
-                bh.changed.notify_all()
+        bh = self._bulkheads.get(name)
+        if bh is None or bh.holders.pop(holder_id, None) is None:
+            return  # the pop is atomic: a slot is given back once, here or by _expire
+        if bh.debt:
+            with self._lock:
+                if bh.debt:
+                    bh.debt -= 1
+                    return
+        bh.free.append(None)
+        # Read after the append, while a waiter counts itself before it looks at
+        # free: one of the two sees the other, so no wake-up is lost.
+        if bh.waiters:
+            with self._lock:
+                if bh.changed is not None:
+                    bh.changed.notify_all()
 
     def wait_for_slot(self, name: str, *, limit: int, timeout: float, now: float) -> bool:
         """Block up to ``timeout`` seconds until a slot may be free; always returns True."""
         with self._lock:
-            bh = self._bulkhead(name)
+            bh = self._bulkhead(name, limit)
             self._expire(bh, now)
-            if len(bh.holders) < limit or timeout <= 0:
-                return True
-            # A lease running out frees a slot without any release to notify us.
-            next_expiry = min(bh.holders.values())
             bh.waiters += 1
             try:
+                if bh.free or timeout <= 0:
+                    return True
+                # A lease running out frees a slot without any release to notify us.
+                next_expiry = min(bh.holders.values(), default=now)
+                if bh.changed is None:
+                    # On the store's lock: a release wakes only the waiters of its own bulkhead.
+                    bh.changed = threading.Condition(self._lock)
                 bh.changed.wait(min(timeout, max(next_expiry - now, 0.0)))
             finally:
                 bh.waiters -= 1
@@ -253,15 +289,34 @@ class MemoryStore:
         with self._lock:
             return sorted(self._bulkheads)
 
-    def _bulkhead(self, name: str) -> _Bulkhead:
+    def _bulkhead(self, name: str, limit: int) -> _Bulkhead:
+        # Called with the lock held. The latest caller's limit applies: raising
+        # it adds free slots; lowering it retires free slots now and held ones
+        # as they come back.
         bh = self._bulkheads.get(name)
         if bh is None:
-            # One condition per name, all on the store's lock: a release wakes only
-            # the waiters of its own bulkhead.
-            bh = self._bulkheads[name] = _Bulkhead(threading.Condition(self._lock))
+            bh = self._bulkheads[name] = _Bulkhead(limit, deque([None] * max(limit, 0)))
+        elif bh.limit != limit:
+            grow = limit - bh.limit
+            bh.limit = limit
+            if grow > 0:
+                repaid = min(grow, bh.debt)
+                bh.debt -= repaid
+                bh.free.extend([None] * (grow - repaid))
+            else:
+                for _ in range(-grow):
+                    try:
+                        bh.free.pop()
+                    except IndexError:
+                        bh.debt += 1
         return bh
 
-    @staticmethod
-    def _expire(bh: _Bulkhead, now: float) -> None:
-        for holder_id in [h for h, expiry in bh.holders.items() if expiry <= now]:
-            del bh.holders[holder_id]
+    def _expire(self, bh: _Bulkhead, now: float) -> None:
+        # Called with the lock held; list() copies the items in one step, so
+        # holders added meanwhile without the lock do not upset the loop.
+        for holder_id, expiry in list(bh.holders.items()):
+            if expiry <= now and bh.holders.pop(holder_id, None) is not None:
+                if bh.debt:
+                    bh.debt -= 1
+                else:
+                    bh.free.append(None)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import enum
 import threading
+from typing import Any
 
 import pytest
 
-from framework0_errors.orchestrator import Context, ContextValueError
+from framework0_errors.orchestrator import Change, Context, ContextValueError
 
 
 def test_get_set_keys_to_dict() -> None:
@@ -75,7 +77,20 @@ def test_history_is_bounded() -> None:
     assert ctx.history()[-1].after == 24
 
 
-@pytest.mark.parametrize("value", [object(), {1, 2}, float("nan"), {"a": b"bytes"}])
+@pytest.mark.parametrize(
+    "value",
+    [
+        object(),
+        {1, 2},
+        float("nan"),
+        {"a": b"bytes"},
+        {"attempts": 1, "duration": float("inf")},
+        {"attempts": 1, "duration": float("nan")},
+        {"nested": {"x": -float("inf")}},
+        [1, {"a": float("nan")}],
+        {"a": 1, "b": object()},
+    ],
+)
 def test_non_json_values_are_refused(value: object) -> None:
     """set() refuses a value that is not JSON, naming the key and the step."""
     ctx = Context()
@@ -166,3 +181,140 @@ def test_changes_since_after_the_history_was_trimmed() -> None:
     for i in range(30):
         ctx.set(f"k{i % 3}", i)
     assert ctx.changes_since(1) == (30, {"k0": 27, "k1": 28, "k2": 29})
+
+
+RECORD = {"attempts": 1, "outcome": "succeeded", "strategy": "none", "duration": 0.1, "error": None}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [RECORD, {}, {"n": [1, {"x": 2.5}]}, [RECORD, [True, None]], ("a", 1), 0.5, "text"],
+)
+def test_set_and_get_hand_out_copies(value: Any) -> None:
+    """Neither the caller's object nor a value get() returned is shared with the Context."""
+    ctx = Context()
+    ctx.set("k", value)
+    expected = list(value) if isinstance(value, tuple) else value
+    assert ctx.get("k") == expected
+    if isinstance(value, dict | list):
+        assert ctx.get("k") is not value
+        got = ctx.get("k")
+        assert got is not ctx.get("k")
+        if isinstance(got, dict):
+            got["added"] = 1
+        else:
+            got.append(1)
+    assert ctx.get("k") == expected
+    assert ctx.history()[-1].after == expected
+
+
+class Colour(enum.IntEnum):
+    """An int subclass, as a step might store."""
+
+    RED = 1
+
+
+class Name(enum.StrEnum):
+    """A str subclass, as a step might use for keys."""
+
+    KEY = "key"
+
+
+def test_subclasses_are_stored_as_plain_json_types() -> None:
+    """Subclasses of JSON types, as values or keys, are stored as their plain JSON form."""
+    ctx = Context()
+    ctx.set("flat", {"colour": Colour.RED, "size": 2})
+    ctx.set("keys", {Name.KEY: 1})
+    ctx.set("numbers", {1: "one"})
+    flat = ctx.get("flat")
+    assert flat == {"colour": 1, "size": 2}
+    assert type(flat["colour"]) is int
+    keys = ctx.get("keys")
+    assert keys == {"key": 1}
+    assert [type(k) for k in keys] == [str]
+    assert ctx.get("numbers") == {"1": "one"}
+
+
+def test_history_items_are_changes() -> None:
+    """history() hands out Change tuples with named fields."""
+    ctx = Context(clock=lambda: 5.0)
+    ctx.set("k", RECORD, who="load")
+    (change,) = ctx.history()
+    assert isinstance(change, Change)
+    assert change == Change("k", None, RECORD, "load", 5.0)
+    assert (change.key, change.before, change.who, change.timestamp) == ("k", None, "load", 5.0)
+
+
+@pytest.mark.parametrize(("key", "value"), [("k", object()), ("", 1), ("k", float("nan"))])
+def test_fenced_view_discards_without_judging(key: str, value: object) -> None:
+    """A fenced view discards even a write it would refuse; an open view refuses it."""
+    ctx = Context()
+    view = ctx.writer("slow")
+    with pytest.raises(ContextValueError):
+        view.set(key, value)
+    view.fence("timed out")
+    view.set(key, value)
+    assert ctx.history() == []
+    assert [(d.key, d.who, d.reason) for d in ctx.discarded()] == [(key, "slow", "timed out")]
+
+
+def test_view_set_attributes_and_copies() -> None:
+    """A write through a view is a copy, attributed to the view's writer."""
+    ctx = Context()
+    view = ctx.writer("fetch")
+    value = {"rows": [1]}
+    view.set("out", value)
+    value["rows"].append(2)
+    assert ctx.get("out") == {"rows": [1]}
+    assert [(c.key, c.who) for c in ctx.history()] == [("out", "fetch")]
+
+
+def test_a_write_lands_before_the_fence_or_not_at_all() -> None:
+    """Racing a writer thread, fence() splits its writes: all before landed, all after discarded."""
+    ctx = Context()
+    view = ctx.writer("racer")
+    started = threading.Event()
+    count = 2000
+
+    def write() -> None:
+        for i in range(count):
+            view.set(f"k{i}", {"i": i, "t": 0.5})
+            started.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    started.wait(timeout=10)
+    view.fence("abandoned")
+    writer.join(timeout=10)
+    landed = [c.key for c in ctx.history()]
+    discarded = [d.key for d in ctx.discarded()]
+    assert landed + discarded == [f"k{i}" for i in range(count)]
+    assert landed  # the first write landed before the fence
+    assert all(ctx.get(key) is None for key in discarded)
+
+
+def test_changes_since_counts_versions_across_trims() -> None:
+    """Versions keep counting every write, through a view or not, while the history is trimmed."""
+    ctx = Context(history_limit=4)
+    versions = []
+    view = ctx.writer("w")
+    for i in range(9):
+        if i % 2:
+            view.set("k", i)
+        else:
+            ctx.set("k", i)
+        versions.append(ctx.changes_since(0)[0])
+    assert versions == list(range(1, 10))
+    assert ctx.changes_since(8) == (9, {"k": 8})
+    assert ctx.changes_since(7, exclude={None}) == (8, {"k": 7})
+
+
+def test_prefix_lookup_merges_keys_below_a_shared_level() -> None:
+    """Keys sharing an intermediate level nest into one mapping, as copies."""
+    ctx = Context()
+    ctx.set("errors.load.first", {"n": 1})
+    ctx.set("errors.load.second", 2)
+    nested = ctx.get("errors")
+    assert nested == {"load": {"first": {"n": 1}, "second": 2}}
+    nested["load"]["first"]["n"] = 5
+    assert ctx.get("errors.load.first") == {"n": 1}

@@ -259,3 +259,73 @@ def test_concurrent_acquires_never_exceed_the_limit(threads: int) -> None:
         worker.join(timeout=GENEROUS)
     assert len(granted) == 3
     assert store.in_use("db", now=0.0) == 3
+
+
+def _take(store: MemoryStore, holder: str, limit: int, now: float = 0.0) -> bool:
+    return store.try_acquire("db", limit=limit, holder_id=holder, lease_seconds=10.0, now=now)
+
+
+def test_raising_the_limit_adds_free_slots() -> None:
+    """A caller with a higher limit than the bulkhead's first user gets the extra slots."""
+    store = MemoryStore()
+    assert _take(store, "a", 1)
+    assert not _take(store, "b", 1)
+    assert _take(store, "b", 3)
+    assert _take(store, "c", 3)
+    assert not _take(store, "d", 3)
+    assert store.in_use("db", now=0.0) == 3
+
+
+def test_lowering_the_limit_retires_slots_as_they_come_back() -> None:
+    """Below the holders in use, a lowered limit admits nobody until enough slots return."""
+    store = MemoryStore()
+    for holder in "abc":
+        assert _take(store, holder, 3)
+    assert not _take(store, "d", 1)  # 3 held, limit now 1: two slots owed
+    store.release("db", holder_id="a")
+    store.release("db", holder_id="b")
+    assert not _take(store, "d", 1)  # both returned slots paid the debt
+    store.release("db", holder_id="c")
+    assert _take(store, "d", 1)
+    assert not _take(store, "e", 1)
+
+
+def test_expired_leases_pay_a_lowered_limits_debt_first() -> None:
+    """Slots freed by expired leases retire owed slots before they are handed out again."""
+    store = MemoryStore()
+    assert _take(store, "a", 2)
+    assert _take(store, "b", 2)
+    assert not _take(store, "c", 1, now=5.0)  # one slot owed
+    assert _take(store, "c", 1, now=10.0)  # both leases ran out: one retired, one free
+    assert not _take(store, "d", 1, now=10.0)
+
+
+def test_raising_the_limit_first_cancels_what_is_owed() -> None:
+    """Raising a lowered limit forgives owed slots before adding free ones."""
+    store = MemoryStore()
+    assert _take(store, "a", 2)
+    assert _take(store, "b", 2)
+    assert not _take(store, "c", 1)  # one slot owed
+    assert not _take(store, "c", 2)  # back to 2: the debt is forgiven, both still held
+    store.release("db", holder_id="a")
+    assert _take(store, "c", 2)
+
+
+def test_a_holder_asking_again_keeps_one_slot_only_below_the_limit() -> None:
+    """Renewing a held slot succeeds while a slot is free and never takes a second one."""
+    store = MemoryStore()
+    assert _take(store, "a", 2)
+    assert _take(store, "a", 2, now=5.0)
+    assert _take(store, "b", 2)
+    assert not _take(store, "a", 2, now=6.0)  # full: no renewal
+    assert store.in_use("db", now=12.0) == 1  # a's lease (from 5.0) ran out; b's runs to 20
+
+
+def test_wait_for_slot_counts_a_waiter_until_it_returns() -> None:
+    """A waiter that finds a free slot returns at once and is not left counted."""
+    store = MemoryStore()
+    assert store.wait_for_slot("db", limit=1, timeout=5.0, now=0.0)
+    assert _take(store, "a", 1)
+    assert store.wait_for_slot("db", limit=1, timeout=0.0, now=0.0)
+    store.release("db", holder_id="a")  # nobody waits: no condition to notify
+    assert _take(store, "b", 1)

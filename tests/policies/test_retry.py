@@ -337,3 +337,23 @@ def test_invalid_settings_raise_value_error(kwargs: dict[str, object], message: 
     """Out-of-range settings are rejected when the policy is built."""
     with pytest.raises(ValueError, match=message):
         Retry(**kwargs)  # type: ignore[arg-type]
+
+
+def test_resume_goes_on_after_a_first_attempt_made_elsewhere() -> None:
+    """resume() makes attempts 2..max, waits as call() would, and counts the deadline from start."""
+    t = FakeTime()
+    fn, calls = flaky([ConnectionError("second")])
+    assert make_retry(t, max_attempts=3).resume(fn, start=0.0, error=ConnectionError("first")) == (
+        "ok"
+    )
+    assert len(calls) == 2
+    assert t.sleeps == [1.0, 2.0]
+
+    t = FakeTime()
+    t.now = 4.0  # the first attempt took 4 s of a 5 s deadline: no 1 s wait fits
+    first = ConnectionError("first")
+    fn, calls = flaky([])
+    with pytest.raises(ConnectionError) as raised:
+        make_retry(t, max_attempts=3, deadline=5.0).resume(fn, start=0.0, error=first)
+    assert raised.value is first
+    assert calls == []

@@ -155,7 +155,7 @@ def test_idle_worker_is_reused() -> None:
     first: timeout_module._Job[int] = timeout_module._Job(lambda: 1)
     pool.submit(first)
     assert first.done.acquire(timeout=GENEROUS)
-    assert wait_until(lambda: pool._idle == 1)
+    assert wait_until(lambda: len(pool._idle) == 1)
     second: timeout_module._Job[int] = timeout_module._Job(lambda: 2)
     pool.submit(second)
     assert second.done.acquire(timeout=GENEROUS)
@@ -184,7 +184,7 @@ def test_idle_workers_exit() -> None:
     pool.submit(job)
     assert job.done.acquire(timeout=GENEROUS)
     assert wait_until(lambda: pool.threads == 0)
-    assert pool._idle == 0
+    assert len(pool._idle) == 0
 
 
 class RacingQueue:
