@@ -113,18 +113,16 @@ class ErrorJournal:
         """Write ``recovery.<step>``."""
         self.context.set("recovery." + step, state, who=WHO)  # set() stores a copy
 
-    def set_breaker(self, snapshot: BreakerSnapshot) -> None:
-        """Write ``circuit_breakers.<name>`` from a breaker's snapshot."""
-        self.context.set(
-            f"circuit_breakers.{snapshot.name}",
-            {
-                "state": snapshot.state,
-                "consecutive_failures": snapshot.consecutive_failures,
-                "opened_at": snapshot.opened_at,
-                "half_open_at": snapshot.half_open_at,
-            },
-            who=WHO,
-        )
+    def set_breaker(self, snapshot: BreakerSnapshot) -> dict[str, Any]:
+        """Write ``circuit_breakers.<name>`` from a breaker's snapshot; return what was written."""
+        state = {
+            "state": snapshot.state,
+            "consecutive_failures": snapshot.consecutive_failures,
+            "opened_at": snapshot.opened_at,
+            "half_open_at": snapshot.half_open_at,
+        }
+        self.context.set("circuit_breakers." + snapshot.name, state, who=WHO)
+        return state  # set() stored a copy: this one is the caller's
 
     def _keep(self, step: str, record: ErrorRecord) -> dict[str, Any]:
         data = record.to_dict()

@@ -182,6 +182,7 @@ def _after_final_failure(
 def framework0_run_end(run: Run, context: Context, report: dict[str, Any]) -> None:
     """Write the final state of every breaker the run used."""
     state = _state(run)
+    breakers: dict[str, Any] = {}
     try:
         if state.rollback_trigger:
             _roll_back(run, state, context, report)
@@ -194,7 +195,7 @@ def framework0_run_end(run: Run, context: Context, report: dict[str, Any]) -> No
         now = state.timing.wall()
         try:
             for name in sorted(state.breakers):
-                state.journal.set_breaker(state.store.snapshot(name, now=now))
+                breakers[name] = state.journal.set_breaker(state.store.snapshot(name, now=now))
         except StoreUnavailableError as exc:
             state.store_lost(exc)
         delivery = state.flush_notifications()
@@ -210,8 +211,11 @@ def framework0_run_end(run: Run, context: Context, report: dict[str, Any]) -> No
     finally:
         state.close()
     if state.breakers:
+        # What the store said at the end, or, if it stopped answering, what the
+        # Context last heard.
         report["circuit_breakers"] = {
-            name: context.get(f"circuit_breakers.{name}") for name in sorted(state.breakers)
+            name: breakers[name] if name in breakers else context.get(f"circuit_breakers.{name}")
+            for name in sorted(state.breakers)
         }
 
 

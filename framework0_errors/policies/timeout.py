@@ -199,6 +199,9 @@ class _Shared:
         self._lock = threading.Lock()
 
     def pool(self) -> _DaemonPool:
+        pool = self._pool
+        if pool is not None:  # created once: no lock needed to read it after that
+            return pool
         with self._lock:
             if self._pool is None:
                 self._pool = _DaemonPool()

@@ -180,3 +180,84 @@ steps:
     assert "bad_fallback (fallback)' returned 1" in result.out
     ctx = (project.root / "ctx.json").read_text()
     assert "partial data: 3 rows skipped" in ctx
+
+
+def _pipeline(data: dict[str, Any]) -> Any:
+    from framework0_errors.classify import Classifier
+    from framework0_errors.pipeline import Pipeline
+    from framework0_errors.stores.memory import MemoryStore
+    from framework0_errors.testing import timing
+
+    store = MemoryStore()
+    return Pipeline(
+        _block(data),
+        name="p",
+        breaker_store=store,
+        bulkhead_store=store,
+        timing=timing(),
+        classify=Classifier([]).classify,
+    )
+
+
+def test_an_open_breaker_ends_retrying_at_once() -> None:
+    """Once the breaker opens between attempts, the refused attempt is the last one."""
+    from framework0_errors.policies import CircuitOpenError
+
+    with fake_time():
+        pipeline = _pipeline(
+            {
+                "retry": {"max_attempts": 5, "retry_on": ["ConnectionError", "CircuitOpenError"]},
+                "circuit_breaker": {"failure_threshold": 2},
+            }
+        )
+        calls: list[int] = []
+
+        def attempt(number: int, abandon: Abandon) -> None:
+            calls.append(number)
+            raise ConnectionError("down")
+
+        with pytest.raises(CircuitOpenError):
+            pipeline.run(attempt)
+    assert calls == [1, 2]
+
+
+def test_timed_attempt_abandoned_before_it_starts_gives_its_slot_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A timed attempt that times out before its thread starts frees its slot and never runs."""
+    from framework0_errors.policies import StepTimeoutError
+
+    pipeline = _pipeline({"timeout": {"seconds": 0.1}, "bulkhead": {"max_concurrent": 1}})
+    late: list[Callable[[], Any]] = []
+
+    def not_started(fn: Callable[[], Any], *, on_abandon: Callable[[], None]) -> Any:
+        late.append(fn)  # the worker would start it after the caller gave up
+        on_abandon()
+        raise StepTimeoutError(0.1)
+
+    monkeypatch.setattr(pipeline._timeout, "call", not_started)
+    ran: list[int] = []
+    with pytest.raises(StepTimeoutError):
+        pipeline.run(lambda number, abandon: ran.append(number))
+    assert pipeline.bulkhead.in_use() == 0
+    with pytest.raises(StepTimeoutError):
+        late[0]()
+    assert ran == []
+    assert pipeline.bulkhead.in_use() == 0
+
+
+def test_give_up_on_wins_over_retry_on() -> None:
+    """An error matched by give_up_on is not retried even when retry_on matches it too."""
+    with fake_time():
+        pipeline = _pipeline(
+            {"retry": {"retry_on": ["OSError"], "give_up_on": ["PermissionError"]}}
+        )
+        calls: list[int] = []
+
+        def attempt(number: int, abandon: Abandon) -> None:
+            calls.append(number)
+            raise PermissionError("denied")
+
+        with pytest.raises(PermissionError):
+            pipeline.run(attempt)
+    assert calls == [1]
