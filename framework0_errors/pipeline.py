@@ -326,8 +326,9 @@ class Pipeline(Generic[T]):
             try:
                 ticket.pop()
             except IndexError:
-                raise  # the attempt started and gives the slot back when it ends
-            bulkhead.release(holder)
+                pass  # the attempt started: it gives the slot back when it ends
+            else:
+                bulkhead.release(holder)
             raise
 
     def should_retry(self, exc: BaseException, attempt: int) -> bool:

@@ -111,7 +111,13 @@ class CircuitBreaker:
             self.name, now=now, half_open_max_calls=self.half_open_max_calls
         )
         if admission.transition is not None:
-            self._notify(admission.transition)
+            try:
+                self._notify(admission.transition)
+            except BaseException:
+                # The call will not be made: free the trial slot it was given.
+                if admission.trial:
+                    self.store.release_trial(self.name, admission=admission)
+                raise
         if not admission.allowed:
             retry_at = now if admission.retry_at is None else admission.retry_at
             raise CircuitOpenError(

@@ -223,11 +223,19 @@ class MemoryStore:
             except IndexError:
                 pass  # full, unless a lease ran out: see below, under the lock
             else:
-                bh.holders[holder_id] = math.inf if lease_seconds is None else now + lease_seconds
-                return True
+                # A release may have put the slot back just after the limit was
+                # lowered (it read no debt); the debt is paid here instead.
+                if not bh.debt or not self._retire(bh):
+                    bh.holders[holder_id] = (
+                        math.inf if lease_seconds is None else now + lease_seconds
+                    )
+                    return True
         with self._lock:
             bh = self._bulkhead(name, limit)
             self._expire(bh, now)
+            while bh.debt and bh.free:  # pay what a lowered limit still owes
+                bh.free.pop()
+                bh.debt -= 1
             if holder_id not in bh.holders:
                 try:
                     bh.free.pop()
@@ -237,6 +245,15 @@ class MemoryStore:
                 return False
             bh.holders[holder_id] = math.inf if lease_seconds is None else now + lease_seconds
             return True
+
+    def _retire(self, bh: _Bulkhead) -> bool:
+        # The caller took a free slot while a debt was owed: retire the slot
+        # (True) if the debt is still owed under the lock, else keep it (False).
+        with self._lock:
+            if bh.debt:
+                bh.debt -= 1
+                return True
+            return False
 
     def release(self, name: str, *, holder_id: str) -> None:
         """Give a slot back; releasing a slot not held is a no-op."""

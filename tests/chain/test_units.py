@@ -261,3 +261,54 @@ def test_give_up_on_wins_over_retry_on() -> None:
         with pytest.raises(PermissionError):
             pipeline.run(attempt)
     assert calls == [1]
+
+
+@pytest.mark.parametrize("error", [ConnectionError("down"), KeyboardInterrupt()])
+def test_timed_attempt_with_a_bulkhead_raises_its_own_error(error: BaseException) -> None:
+    """A started timed attempt's own error reaches the caller unchanged; its slot is freed."""
+    pipeline = _pipeline(
+        {
+            "timeout": {"seconds": 5},
+            "bulkhead": {"max_concurrent": 1},
+            "circuit_breaker": {"failure_threshold": 1},
+        }
+    )
+
+    def attempt(number: int, abandon: Abandon) -> None:
+        raise error
+
+    with pytest.raises(type(error)) as raised:
+        pipeline.run(attempt)
+    assert raised.value is error
+    assert pipeline.bulkhead.in_use() == 0
+    # Only an Exception counts against the breaker; an interrupt frees its admission.
+    expected = "open" if isinstance(error, Exception) else "closed"
+    assert pipeline.breaker.snapshot().state == expected
+
+
+def test_timed_attempt_with_a_bulkhead_that_times_out_keeps_its_slot_until_it_ends() -> None:
+    """A started attempt that times out raises StepTimeoutError and holds its slot until it ends."""
+    import threading
+
+    from framework0_errors.policies import StepTimeoutError
+
+    pipeline = _pipeline({"timeout": {"seconds": 0.05}, "bulkhead": {"max_concurrent": 1}})
+    started, release = threading.Event(), threading.Event()
+    ended = threading.Event()
+
+    def attempt(number: int, abandon: Abandon) -> None:
+        started.set()
+        release.wait(10)
+        ended.set()
+
+    with pytest.raises(StepTimeoutError):
+        pipeline.run(attempt)
+    assert started.is_set()
+    assert pipeline.bulkhead.in_use() == 1  # still running: still counted
+    release.set()
+    assert ended.wait(10)
+    for _ in range(1000):  # the worker gives the slot back just after the attempt ends
+        if pipeline.bulkhead.in_use() == 0:
+            break
+        threading.Event().wait(0.01)
+    assert pipeline.bulkhead.in_use() == 0

@@ -505,6 +505,35 @@ def test_on_state_change_errors_propagate() -> None:
         breaker.call(fail())
 
 
+def test_a_failing_callback_on_half_open_gives_the_trial_slot_back() -> None:
+    """If the open → half_open callback raises, the trial is not made and its slot is freed."""
+    clock = Clock()
+    store = MemoryStore()
+    calls: list[str] = []
+
+    def broken_once(name: str, old: str, new: str) -> None:
+        calls.append(new)
+        if new == "half_open" and calls.count("half_open") == 1:
+            raise RuntimeError("observer bug")
+
+    breaker = CircuitBreaker(
+        "x",
+        store=store,
+        clock=clock,
+        failure_threshold=1,
+        recovery_timeout=60.0,
+        on_state_change=broken_once,
+    )
+    with pytest.raises(ConnectionError):
+        breaker.call(fail())
+    clock.now += 60.0
+    with pytest.raises(RuntimeError, match="observer bug"):
+        breaker.call(ok)
+    assert breaker.snapshot().trial_calls == 0
+    assert breaker.call(ok) == "ok"  # the one trial slot is free again: the trial closes it
+    assert breaker.snapshot().state == "closed"
+
+
 def test_circuit_open_error_survives_pickling(monkeypatch: pytest.MonkeyPatch) -> None:
     """CircuitOpenError keeps its attributes and message through pickle."""
     monkeypatch.setattr(framework0_errors, "CircuitOpenError", CircuitOpenError, raising=False)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 
 import pytest
 
@@ -329,3 +331,36 @@ def test_wait_for_slot_counts_a_waiter_until_it_returns() -> None:
     assert store.wait_for_slot("db", limit=1, timeout=0.0, now=0.0)
     store.release("db", holder_id="a")  # nobody waits: no condition to notify
     assert _take(store, "b", 1)
+
+
+def test_a_slot_given_back_just_as_the_limit_is_lowered_is_retired() -> None:
+    """A release racing a lowered limit cannot leave a free slot beside an unpaid debt."""
+
+    class SwitchingDeque(deque[None]):
+        # Runs `hook` inside append: as if the releasing thread were switched
+        # out after it read no debt and before it gave the slot back.
+        hook: Callable[[], None] | None = None
+
+        def append(self, item: None) -> None:
+            hook, SwitchingDeque.hook = SwitchingDeque.hook, None
+            if hook is not None:
+                hook()
+            super().append(item)
+
+    store = MemoryStore()
+    assert _take(store, "a", 2)
+    assert _take(store, "b", 2)
+    bulkhead = store._bulkheads["db"]
+    bulkhead.free = SwitchingDeque(bulkhead.free)
+
+    def lower_the_limit() -> None:
+        thread = threading.Thread(target=_take, args=(store, "low", 1))
+        thread.start()
+        thread.join()
+
+    SwitchingDeque.hook = lower_the_limit
+    store.release("db", holder_id="a")
+    assert not _take(store, "c", 1)  # b still holds the one slot limit 1 allows
+    assert store.in_use("db", now=0.0) == 1
+    store.release("db", holder_id="b")
+    assert _take(store, "c", 1)
