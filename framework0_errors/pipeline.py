@@ -135,30 +135,11 @@ class Pipeline(Generic[T]):
         self.name = name
         self.block = block
         self._classify = classify
-        self.retry: Retry | None = None
+        self._timing = timing
         # Read before the first attempt: retry's deadline counts from there.
-        self._retry_clock: Callable[[], float] = _no_clock
-        self._retry_on: tuple[Selector, ...] | None = None
-        self._give_up_on: tuple[Selector, ...] = ()
-        if block.retry is not None:
-            cfg = block.retry
-            self._retry_on = _selectors(cfg.retry_on)
-            self._give_up_on = _selectors(cfg.give_up_on) or ()
-            self.retry = Retry(
-                max_attempts=cfg.max_attempts,
-                backoff=_backoff(
-                    cfg.backoff_strategy,
-                    cfg.initial_delay,
-                    cfg.multiplier,
-                    cfg.max_delay,
-                    cfg.jitter,
-                ),
-                should_retry=self.should_retry,
-                deadline=cfg.deadline,
-                clock=timing.monotonic,
-                sleep=timing.sleep,
-            )
-            self._retry_clock = timing.monotonic
+        self._retry_clock: Callable[[], float] = (
+            timing.monotonic if block.retry is not None else _no_clock
+        )
         self.breaker: CircuitBreaker | None = None
         if block.circuit_breaker is not None:
             cb = block.circuit_breaker
@@ -186,7 +167,37 @@ class Pipeline(Generic[T]):
             )
         self.timeout_seconds = block.timeout.seconds if block.timeout is not None else None
         self._timeout = Timeout(block.timeout.seconds) if block.timeout is not None else None
-        self._fallback_on = _selectors(block.fallback.on) if block.fallback is not None else None
+
+    # Retry and the selectors are needed only once an attempt fails: most steps
+    # never get that far, so they are built then, not with the pipeline.
+    @functools.cached_property
+    def retry(self) -> Retry | None:
+        """The retry policy, or None when the block has no ``retry``."""
+        cfg = self.block.retry
+        if cfg is None:
+            return None
+        return Retry(
+            max_attempts=cfg.max_attempts,
+            backoff=_backoff(
+                cfg.backoff_strategy, cfg.initial_delay, cfg.multiplier, cfg.max_delay, cfg.jitter
+            ),
+            should_retry=self.should_retry,
+            deadline=cfg.deadline,
+            clock=self._timing.monotonic,
+            sleep=self._timing.sleep,
+        )
+
+    @functools.cached_property
+    def _retry_selectors(self) -> tuple[tuple[Selector, ...] | None, tuple[Selector, ...]]:
+        cfg = self.block.retry
+        if cfg is None:
+            return None, ()
+        return _selectors(cfg.retry_on), _selectors(cfg.give_up_on) or ()
+
+    @functools.cached_property
+    def _fallback_on(self) -> tuple[Selector, ...] | None:
+        fallback = self.block.fallback
+        return _selectors(fallback.on) if fallback is not None else None
 
     def run(
         self,
@@ -249,9 +260,10 @@ class Pipeline(Generic[T]):
         try:
             if on_error is not None:
                 on_error(first, 1)
-            if self.retry is None:
+            retry = self.retry
+            if retry is None:
                 raise first
-            value = self.retry.resume(again, start=started, error=first)
+            value = retry.resume(again, start=started, error=first)
         except Exception as exc:
             count.error = exc
             if fallback is None or not self.fallback_applies(exc):
@@ -335,12 +347,13 @@ class Pipeline(Generic[T]):
         """Whether ``exc`` is worth another attempt under ``retry_on``/``give_up_on``."""
         if isinstance(exc, CircuitOpenError):
             return False  # an open breaker ends retrying at once
+        retry_on, give_up_on = self._retry_selectors
         classification = self._classify(exc)
-        if any(s.matches(exc, classification) for s in self._give_up_on):
+        if any(s.matches(exc, classification) for s in give_up_on):
             return False
-        if self._retry_on is None:
+        if retry_on is None:
             return classification.transient
-        return any(s.matches(exc, classification) for s in self._retry_on)
+        return any(s.matches(exc, classification) for s in retry_on)
 
     def fallback_applies(self, exc: BaseException) -> bool:
         """Whether ``exc`` is one that ``fallback.on`` selects (any, when unset)."""

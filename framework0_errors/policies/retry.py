@@ -138,10 +138,10 @@ class Retry:
     def resume(self, fn: Callable[[], T], *, start: float, error: Exception) -> T:
         """Go on after a first attempt that the caller made itself and that raised ``error``.
 
-        For callers that make the first attempt without going through :meth:`call`
-        (it is the common case, and needs nothing from the policy); ``start`` is
-        when that attempt started, by this policy's ``clock``. The next attempt is
-        number 2; ``error`` and ``start`` are judged exactly as :meth:`call` would.
+        For callers that make the first attempt themselves, since on the common
+        path it needs nothing from the policy. ``start`` is when that attempt
+        started, by this policy's ``clock``. The next attempt is number 2;
+        ``error`` and ``start`` are judged exactly as :meth:`call` would.
         """
         return self._retry(fn, start, error)[0]
 
