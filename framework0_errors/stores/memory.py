@@ -6,7 +6,7 @@ import functools
 import math
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from framework0_errors.stores.base import (
     Admission,
@@ -28,21 +28,24 @@ class _Breaker:
     epoch: int = 0
 
 
-@dataclass(slots=True)
 class _Bulkhead:
-    limit: int
-    # One item per free slot. Appends and pops of a deque are atomic, so taking and
-    # giving back a slot needs no lock: a slot is never handed out twice, and the
-    # slots held never exceed the limit.
-    free: deque[None]
-    # holder_id -> lease expiry (inf: no lease)
-    holders: dict[str, float] = field(default_factory=dict)
-    # slots to retire as they come back, after the limit was lowered
-    debt: int = 0
-    # made by the first waiter: most bulkheads never make anyone wait
-    changed: threading.Condition | None = None
-    # threads in wait_for_slot; a release with nobody waiting need not notify
-    waiters: int = 0
+    # A plain slotted class: one is made per bulkhead name, often one per step.
+    __slots__ = ("changed", "debt", "free", "holders", "limit", "waiters")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        # One item per free slot. Appends and pops of a deque are atomic, so taking
+        # and giving back a slot needs no lock: a slot is never handed out twice,
+        # and the slots held never exceed the limit.
+        self.free: deque[None] = deque((None,) * max(limit, 0))
+        # holder_id -> lease expiry (inf: no lease)
+        self.holders: dict[str, float] = {}
+        # slots to retire as they come back, after the limit was lowered
+        self.debt = 0
+        # made by the first waiter: most bulkheads never make anyone wait
+        self.changed: threading.Condition | None = None
+        # threads in wait_for_slot; a release with nobody waiting need not notify
+        self.waiters = 0
 
 
 _ADMIT_NEW = Admission(allowed=True, state="closed", epoch=0)
@@ -232,7 +235,8 @@ class MemoryStore:
                     return True
         with self._lock:
             bh = self._bulkhead(name, limit)
-            self._expire(bh, now)
+            if bh.holders:
+                self._expire(bh, now)
             while bh.debt and bh.free:  # pay what a lowered limit still owes
                 bh.free.pop()
                 bh.debt -= 1
@@ -312,7 +316,7 @@ class MemoryStore:
         # as they come back.
         bh = self._bulkheads.get(name)
         if bh is None:
-            bh = self._bulkheads[name] = _Bulkhead(limit, deque([None] * max(limit, 0)))
+            bh = self._bulkheads[name] = _Bulkhead(limit)
         elif bh.limit != limit:
             grow = limit - bh.limit
             bh.limit = limit
