@@ -188,6 +188,8 @@ class SQLiteStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
+        # Bulkhead names this object has recorded: set.add and `in` are atomic.
+        self._bulkheads_known: set[str] = set()
         self._closed = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -300,18 +302,19 @@ class SQLiteStore:
     ) -> bool:
         """Take a slot if fewer than ``limit`` unexpired ones are held; never blocks."""
         expires_at = None if lease_seconds is None else now + lease_seconds
+        take = (name, holder_id, expires_at, name, now, limit)
         with self._transaction() as conn:
-            conn.execute("INSERT OR IGNORE INTO bulkheads VALUES (?)", (name,))
-            conn.execute("DELETE FROM slots WHERE bulkhead = ? AND expires_at <= ?", (name, now))
-            (held,) = conn.execute(
-                "SELECT count(*) FROM slots WHERE bulkhead = ?", (name,)
-            ).fetchone()
-            if held >= limit:
-                return False
-            conn.execute(
-                "INSERT OR REPLACE INTO slots VALUES (?, ?, ?)", (name, holder_id, expires_at)
-            )
-            return True
+            if name not in self._bulkheads_known:
+                conn.execute("INSERT OR IGNORE INTO bulkheads VALUES (?)", (name,))
+            # Counting and taking in one statement: the common case costs one write.
+            if conn.execute(schema.TAKE_SLOT, take).rowcount:
+                taken = True
+            else:
+                # Full: leases that ran out do not count, and their rows go now.
+                conn.execute(schema.DROP_EXPIRED_SLOTS, (name, now))
+                taken = False
+        self._bulkheads_known.add(name)
+        return taken
 
     def release(self, name: str, *, holder_id: str) -> None:
         """Give a slot back; releasing a slot not held is a no-op."""

@@ -24,6 +24,7 @@ from typing import Any
 from framework0_errors.stores.select import StoreUnavailableError, entry_texts
 
 __all__ = [
+    "DROP_EXPIRED_SLOTS",
     "LOAD_BREAKER",
     "LOAD_ENTRIES",
     "OLDEST_RUN_KEPT",
@@ -32,6 +33,7 @@ __all__ = [
     "SAVE_RUN",
     "SCHEMA_VERSION",
     "SELECT_RUN",
+    "TAKE_SLOT",
     "TRIM",
     "TRIM_ENTRIES",
     "check_version",
@@ -94,6 +96,13 @@ TRIM = (
     "DELETE FROM {table} WHERE seq < (SELECT seq FROM {table} ORDER BY seq DESC LIMIT 1 OFFSET ?)"
 )
 # The seq of the oldest run to keep (OFFSET N - 1); none while fewer than N runs exist.
+# A slot is taken (or a holder's lease renewed) only while fewer than the limit
+# unexpired slots are held: (bulkhead, holder, expires_at, bulkhead, now, limit).
+TAKE_SLOT = (
+    "INSERT OR REPLACE INTO slots SELECT ?, ?, ? WHERE (SELECT count(*) FROM slots"
+    " WHERE bulkhead = ? AND (expires_at IS NULL OR expires_at > ?)) < ?"
+)
+DROP_EXPIRED_SLOTS = "DELETE FROM slots WHERE bulkhead = ? AND expires_at <= ?"
 OLDEST_RUN_KEPT = "SELECT seq FROM runs ORDER BY seq DESC LIMIT 1 OFFSET ?"
 TRIM_ENTRIES = "DELETE FROM run_entries WHERE run_id IN (SELECT run_id FROM runs WHERE seq < ?)"
 LOAD_BREAKER = (
