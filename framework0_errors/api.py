@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from .classify import Classification, Classifier
 from .config import PATTERN_HELP, RetryConfig, StepErrorHandling, error_handling_schema
-from .orchestrator import Framework0Error, Locator, format_path
+from .orchestrator import Framework0Error, Locator, format_path, non_finite_problems
 from .orchestrator.schema_check import schema_problems
 from .pipeline import Abandon, Pipeline
 from .stores.base import BreakerStore, BulkheadStore
@@ -81,7 +81,9 @@ def validate_block(settings: Mapping[str, Any]) -> StepErrorHandling:
             the messages ``framework0 validate`` prints for the same block.
     """
     data = _plain(settings)
-    located = schema_problems(_validator(), data, Locator(_WHERE), pattern_help=PATTERN_HELP)
+    where = Locator(_WHERE)
+    located = schema_problems(_validator(), data, where, pattern_help=PATTERN_HELP)
+    located += non_finite_problems(data, (), where)
     if located:
         raise ResilienceConfigError([_line(p.path, p.message) for p in located])
     try:

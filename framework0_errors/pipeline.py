@@ -135,11 +135,26 @@ class Pipeline(Generic[T]):
         self.name = name
         self.block = block
         self._classify = classify
-        self._timing = timing
+        self.retry: Retry | None = None
         # Read before the first attempt: retry's deadline counts from there.
-        self._retry_clock: Callable[[], float] = (
-            timing.monotonic if block.retry is not None else _no_clock
-        )
+        self._retry_clock: Callable[[], float] = _no_clock
+        if block.retry is not None:
+            cfg = block.retry
+            self.retry = Retry(
+                max_attempts=cfg.max_attempts,
+                backoff=_backoff(
+                    cfg.backoff_strategy,
+                    cfg.initial_delay,
+                    cfg.multiplier,
+                    cfg.max_delay,
+                    cfg.jitter,
+                ),
+                should_retry=self.should_retry,
+                deadline=cfg.deadline,
+                clock=timing.monotonic,
+                sleep=timing.sleep,
+            )
+            self._retry_clock = timing.monotonic
         self.breaker: CircuitBreaker | None = None
         if block.circuit_breaker is not None:
             cb = block.circuit_breaker
@@ -168,25 +183,8 @@ class Pipeline(Generic[T]):
         self.timeout_seconds = block.timeout.seconds if block.timeout is not None else None
         self._timeout = Timeout(block.timeout.seconds) if block.timeout is not None else None
 
-    # Retry and the selectors are needed only once an attempt fails: most steps
-    # never get that far, so they are built then, not with the pipeline.
-    @functools.cached_property
-    def retry(self) -> Retry | None:
-        """The retry policy, or None when the block has no ``retry``."""
-        cfg = self.block.retry
-        if cfg is None:
-            return None
-        return Retry(
-            max_attempts=cfg.max_attempts,
-            backoff=_backoff(
-                cfg.backoff_strategy, cfg.initial_delay, cfg.multiplier, cfg.max_delay, cfg.jitter
-            ),
-            should_retry=self.should_retry,
-            deadline=cfg.deadline,
-            clock=self._timing.monotonic,
-            sleep=self._timing.sleep,
-        )
-
+    # The selectors are needed only once an attempt fails: most steps never get
+    # that far, so they are parsed then, not with the pipeline.
     @functools.cached_property
     def _retry_selectors(self) -> tuple[tuple[Selector, ...] | None, tuple[Selector, ...]]:
         cfg = self.block.retry
@@ -227,6 +225,11 @@ class Pipeline(Generic[T]):
             value = self._guarded(attempt, 1)
         except Exception as exc:
             first = exc
+            if on_error is not None:
+                try:
+                    on_error(exc, 1)
+                except Exception as failed:  # as from a later attempt: its error now
+                    first = failed
         else:
             count.outcome = "succeeded"
             return value
@@ -258,8 +261,6 @@ class Pipeline(Generic[T]):
                 raise
 
         try:
-            if on_error is not None:
-                on_error(first, 1)
             retry = self.retry
             if retry is None:
                 raise first

@@ -10,7 +10,14 @@ from .hookspecs import hookimpl, hookspec
 from .middleware import Invocation, KeyClaim, Next, StepMiddleware, compose
 from .plugins import PluginLoadError, claims, load_checked_recipe, plugin_manager
 from .problems import Framework0Error, Problem, RecipeInvalid, format_path
-from .recipe import Recipe, Step, build_recipe_schema, load_recipe, parse_recipe
+from .recipe import (
+    Recipe,
+    Step,
+    build_recipe_schema,
+    load_recipe,
+    non_finite_problems,
+    parse_recipe,
+)
 from .runner import Run, RunResult, StepResult, execute
 from .scriptlets import ScriptletImportError, resolve_callable
 from .yamlsource import Locator, load_yaml, parse_yaml
@@ -49,6 +56,7 @@ __all__ = [
     "load_checked_recipe",
     "load_recipe",
     "load_yaml",
+    "non_finite_problems",
     "parse_recipe",
     "parse_yaml",
     "plugin_manager",

@@ -16,7 +16,14 @@ from .schema_check import schema_problems
 from .scriptlets import ScriptletImportError, StepCallable, add_search_paths, resolve_callable
 from .yamlsource import Locator, load_yaml, parse_yaml
 
-__all__ = ["Recipe", "Step", "build_recipe_schema", "load_recipe", "parse_recipe"]
+__all__ = [
+    "Recipe",
+    "Step",
+    "build_recipe_schema",
+    "load_recipe",
+    "non_finite_problems",
+    "parse_recipe",
+]
 
 SCHEMA_ID = "https://framework0-errors.dev/schemas/recipe.schema.json"
 
@@ -224,7 +231,7 @@ def _build(
     )
     helps = {k: v for claim in claims for k, v in claim.pattern_help.items()}
     problems = schema_problems(validator, data, locator, pattern_help=helps)
-    problems += _non_finite(data, (), locator)
+    problems += non_finite_problems(data, (), locator)
     if problems:
         raise RecipeInvalid(problems)
     steps = [_step(raw, i) for i, raw in enumerate(data["steps"])]
@@ -242,14 +249,18 @@ def _build(
     )
 
 
-def _non_finite(data: Any, path: tuple[Any, ...], locator: Locator) -> list[Problem]:
-    # YAML has .inf and .nan; JSON (and so the schema and the Context) does not.
+def non_finite_problems(data: Any, path: tuple[Any, ...], locator: Locator) -> list[Problem]:
+    """Return a located problem for every infinite or NaN number in ``data``.
+
+    YAML has ``.inf`` and ``.nan`` and Python has ``float("inf")``; JSON (and so the
+    schema, which cannot see them, and the Context) does not.
+    """
     if isinstance(data, float) and not math.isfinite(data):
         return [locator.problem(path, f"{data} is not a finite number")]
     if isinstance(data, dict):
-        return [p for k, v in data.items() for p in _non_finite(v, (*path, k), locator)]
+        return [p for k, v in data.items() for p in non_finite_problems(v, (*path, k), locator)]
     if isinstance(data, list):
-        return [p for i, v in enumerate(data) for p in _non_finite(v, (*path, i), locator)]
+        return [p for i, v in enumerate(data) for p in non_finite_problems(v, (*path, i), locator)]
     return []
 
 

@@ -312,3 +312,24 @@ def test_timed_attempt_with_a_bulkhead_that_times_out_keeps_its_slot_until_it_en
             break
         threading.Event().wait(0.01)
     assert pipeline.bulkhead.in_use() == 0
+
+
+def test_an_error_from_on_error_counts_as_the_attempts_own() -> None:
+    """If on_error raises for attempt 1, that error is judged (and retried) like attempt 2's."""
+    with fake_time():
+        pipeline = _pipeline(
+            {"retry": {"max_attempts": 3, "retry_on": ["ConnectionError", "RuntimeError"]}}
+        )
+        calls: list[int] = []
+
+        def attempt(number: int, abandon: Abandon) -> None:
+            calls.append(number)
+            raise ConnectionError(f"down {number}")
+
+        def on_error(exc: BaseException, number: int) -> None:
+            if number == 1:
+                raise RuntimeError("observer broke")
+
+        with pytest.raises(ConnectionError, match="down 3"):
+            pipeline.run(attempt, on_error=on_error)
+    assert calls == [1, 2, 3]

@@ -224,6 +224,22 @@ def test_example_message_reads_as_path_and_problem() -> None:
         resilient(retry={"max_attempts": -1})
 
 
+@pytest.mark.parametrize(
+    ("retry", "problem"),
+    [
+        ({"deadline": float("inf")}, "retry.deadline: inf is not a finite number"),
+        ({"multiplier": float("nan")}, "retry.multiplier: nan is not a finite number"),
+    ],
+)
+def test_numbers_that_are_not_finite_are_rejected_when_decorating(
+    retry: dict[str, Any], problem: str
+) -> None:
+    """inf and nan are refused up front, as `validate` refuses .inf in YAML."""
+    with pytest.raises(ResilienceConfigError) as caught:
+        resilient(retry=retry, fallback="cached")
+    assert caught.value.problems == (problem,)
+
+
 def test_settings_that_are_not_a_mapping_are_rejected() -> None:
     """A block that is not a mapping gets the schema's message, without a path."""
     with pytest.raises(ResilienceConfigError) as caught:
