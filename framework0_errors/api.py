@@ -377,11 +377,14 @@ def _call(
     def attempt(number: int, abandon: Abandon) -> R:
         return fn(*args, **kwargs)
 
-    def alternative(exc: BaseException) -> R:
-        assert fallback is not None
-        return fallback(*args, **kwargs)
+    if fallback is None:
+        return pipeline.run(attempt)
+    alternative = fallback
 
-    return pipeline.run(attempt, fallback=alternative if fallback is not None else None)
+    def use_fallback(exc: BaseException) -> R:
+        return alternative(*args, **kwargs)
+
+    return pipeline.run(attempt, fallback=use_fallback)
 
 
 def _check_sync(fn: Callable[..., Any]) -> None:

@@ -216,9 +216,9 @@ class Pipeline(Generic[T]):
                 fallback for it; :class:`FallbackFailedError` when the fallback
                 failed too.
         """
-        count = tally if tally is not None else Tally()
         started = self._retry_clock()
-        count.attempts = 1
+        if tally is not None:
+            tally.attempts = 1
         try:
             # The first attempt needs nothing from retry: it is made here, and
             # retrying starts only if it fails.
@@ -231,8 +231,11 @@ class Pipeline(Generic[T]):
                 except Exception as failed:  # as from a later attempt: its error now
                     first = failed
         else:
-            count.outcome = "succeeded"
+            if tally is not None:
+                tally.outcome = "succeeded"
             return value
+        count = tally if tally is not None else Tally()
+        count.attempts = 1
         # Outside the except block, so later errors are not chained to the first.
         return self._after_failure(
             first, attempt, started=started, fallback=fallback, on_error=on_error, count=count
