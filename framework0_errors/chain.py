@@ -21,7 +21,7 @@ from .orchestrator import (
     StepReturnedNonZero,
     resolve_callable,
 )
-from .pipeline import Abandon, FallbackFailedError, Pipeline, Tally
+from .pipeline import Abandon, Attempt, FallbackFailedError, Pipeline, Tally
 from .policies import BulkheadFullError, CircuitOpenError, StepTimeoutError
 from .redact import Redactor
 from .runtime import RunState
@@ -81,10 +81,8 @@ class StepChain:
 
     def __call__(self, invocation: Invocation, call_next: Next) -> None:
         started = self._monotonic()
-        tally = Tally()
-        journal, name = self.state.journal, self.step.name
-
-        if self.pipeline.timeout_seconds is None:
+        pipeline = self.pipeline
+        if pipeline.timeout_seconds is None:
 
             def attempt(number: int, abandon: Abandon) -> None:
                 self._attempt(invocation, call_next, number)
@@ -96,6 +94,27 @@ class StepChain:
                 view = invocation.context.child()
                 abandon.add(view.fence)
                 self._attempt(invocation.with_context(view), call_next, number)
+
+        # The first attempt is made here, so that the success path, nearly every
+        # call, builds nothing it does not use.
+        try:
+            pipeline.guarded(attempt, 1)
+        except Exception as exc:
+            first = exc
+        except BaseException:
+            self._finish(invocation, Tally(1), started)
+            raise
+        else:
+            self._succeeded(invocation, started)
+            return
+        # Outside the except block, so later errors are not chained to the first.
+        self._recover(invocation, attempt, first, started)
+
+    def _recover(
+        self, invocation: Invocation, attempt: Attempt[None], first: Exception, started: float
+    ) -> None:
+        tally = Tally()
+        journal, name = self.state.journal, self.step.name
 
         def on_error(exc: BaseException, number: int) -> None:
             journal.record(invocation, name, exc, attempt=number, redactor=self.redactor)
@@ -111,8 +130,10 @@ class StepChain:
                 raise
 
         try:
-            self.pipeline.run(
+            self.pipeline.recover(
+                first,
                 attempt,
+                started=started,
                 fallback=fallback if self.fallback is not None else None,
                 on_error=on_error,
                 tally=tally,
@@ -152,6 +173,23 @@ class StepChain:
         if missing:
             raise MissingContextKeys(f"{self.step.name} (fallback)", missing)
 
+    def _succeeded(self, invocation: Invocation, started: float) -> None:
+        # _finish for a first attempt that succeeded: the common case, kept short.
+        duration = self._monotonic() - started
+        notes = invocation.notes
+        notes["outcome"] = "succeeded"
+        notes["attempts"] = 1
+        self.state.journal.set_recovery(
+            self.step.name,
+            {
+                "attempts": 1,
+                "outcome": "succeeded",
+                "strategy": "none",
+                "duration": _micros(duration),
+                "error_type": None,
+            },
+        )
+
     def _finish(self, invocation: Invocation, tally: Tally, started: float) -> None:
         duration = self._monotonic() - started
         outcome = tally.outcome or "failed"
@@ -166,7 +204,7 @@ class StepChain:
                 "attempts": attempts,
                 "outcome": outcome,
                 "strategy": _STRATEGY.get(outcome),
-                "duration": round(duration, 6),
+                "duration": _micros(duration),
                 "error_type": None if error is None else type(error).__name__,
             },
         )
@@ -192,6 +230,11 @@ class StepChain:
             self.state.notify(
                 f"breaker_{'opened' if new == 'open' else 'closed'}", step=None, breaker=name
             )
+
+
+def _micros(seconds: float) -> float:
+    # Rounded to the microsecond like round(seconds, 6), at a fraction of its cost.
+    return int(seconds * 1e6 + 0.5) / 1e6
 
 
 _STRATEGY = {"succeeded": "none", "recovered": "retry", "fallback": "fallback"}

@@ -109,9 +109,13 @@ class ErrorJournal:
             )
             self._keep(step, record)
 
-    def set_recovery(self, step: str, state: Mapping[str, Any]) -> None:
-        """Write ``recovery.<step>``."""
-        self.context.set("recovery." + step, state, who=WHO)  # set() stores a copy
+    def set_recovery(self, step: str, state: dict[str, Any]) -> None:
+        """Write ``recovery.<step>``.
+
+        ``state`` is handed over as it is: plain JSON values, never changed
+        afterwards. It is written on every step, so it skips ``set()``'s copy.
+        """
+        self.context.set_owned("recovery." + step, state, who=WHO)
 
     def set_breaker(self, snapshot: BreakerSnapshot) -> dict[str, Any]:
         """Write ``circuit_breakers.<name>`` from a breaker's snapshot; return what was written."""

@@ -32,7 +32,7 @@ from .policies import (
 from .stores.base import BreakerStore, BulkheadStore
 from .testing import Timing
 
-__all__ = ["Abandon", "FallbackFailedError", "Pipeline", "Tally", "slot_lease"]
+__all__ = ["Abandon", "Attempt", "FallbackFailedError", "Pipeline", "Tally", "slot_lease"]
 
 T = TypeVar("T")
 
@@ -106,6 +106,8 @@ class Tally:
 
 
 Attempt = Callable[[int, Abandon], T]
+"""One attempt: ``attempt(number, abandon)``, numbered from 1."""
+Guarded = Callable[[Attempt[T], int], T]
 
 
 class Pipeline(Generic[T]):
@@ -182,6 +184,24 @@ class Pipeline(Generic[T]):
             )
         self.timeout_seconds = block.timeout.seconds if block.timeout is not None else None
         self._timeout = Timeout(block.timeout.seconds) if block.timeout is not None else None
+        # Composed once, from the policies the block has, so that a call runs
+        # through no layer it does not need.
+        self._limited: Guarded[T] = (
+            self._timed_attempt
+            if self._timeout is not None
+            else self._slot
+            if self.bulkhead is not None
+            else self._plain
+        )
+        self.guarded: Guarded[T]
+        """``guarded(attempt, number)``: one attempt through breaker, bulkhead and
+        timeout, without retry or fallback (see :meth:`recover`)."""
+        if self.breaker is None:
+            self.guarded = self._limited
+        elif self._limited == self._slot:
+            self.guarded = self._guarded_slot
+        else:
+            self.guarded = self._guarded
 
     # The selectors are needed only once an attempt fails: most steps never get
     # that far, so they are parsed then, not with the pipeline.
@@ -222,36 +242,43 @@ class Pipeline(Generic[T]):
         try:
             # The first attempt needs nothing from retry: it is made here, and
             # retrying starts only if it fails.
-            value = self._guarded(attempt, 1)
+            value = self.guarded(attempt, 1)
         except Exception as exc:
             first = exc
-            if on_error is not None:
-                try:
-                    on_error(exc, 1)
-                except Exception as failed:  # as from a later attempt: its error now
-                    first = failed
         else:
             if tally is not None:
                 tally.outcome = "succeeded"
             return value
-        count = tally if tally is not None else Tally()
-        count.attempts = 1
         # Outside the except block, so later errors are not chained to the first.
-        return self._after_failure(
-            first, attempt, started=started, fallback=fallback, on_error=on_error, count=count
+        return self.recover(
+            first, attempt, started=started, fallback=fallback, on_error=on_error, tally=tally
         )
 
-    def _after_failure(
+    def recover(
         self,
         first: Exception,
         attempt: Attempt[T],
         *,
         started: float,
-        fallback: Callable[[BaseException], T] | None,
-        on_error: Callable[[BaseException, int], None] | None,
-        count: Tally,
+        fallback: Callable[[BaseException], T] | None = None,
+        on_error: Callable[[BaseException, int], None] | None = None,
+        tally: Tally | None = None,
     ) -> T:
-        guarded = self._guarded
+        """Go on after the first attempt, made with :meth:`guarded`, failed with ``first``.
+
+        What :meth:`run` does after a failed first attempt, for callers that
+        make the first attempt themselves to keep their success path short.
+        ``started`` is when that attempt began, on the pipeline's monotonic
+        clock (``retry.deadline`` counts from it). Raises as :meth:`run` does.
+        """
+        if on_error is not None:
+            try:
+                on_error(first, 1)
+            except Exception as failed:  # as from a later attempt: its error now
+                first = failed
+        count = tally if tally is not None else Tally()
+        count.attempts = 1
+        guarded = self.guarded
 
         def again() -> T:
             count.attempts += 1
@@ -286,8 +313,7 @@ class Pipeline(Generic[T]):
     def _guarded(self, attempt: Attempt[T], number: int) -> T:
         # The breaker judges whatever happens inside it: bulkhead, timeout, attempt.
         breaker = self.breaker
-        if breaker is None:
-            return self._limited(attempt, number)
+        assert breaker is not None
         admission = breaker.acquire_permission()
         try:
             value = self._limited(attempt, number)
@@ -297,17 +323,40 @@ class Pipeline(Generic[T]):
         breaker.on_success(admission)
         return value
 
-    def _limited(self, attempt: Attempt[T], number: int) -> T:
-        if self._timeout is not None:
-            return self._timed(attempt, number, self._timeout)
+    def _guarded_slot(self, attempt: Attempt[T], number: int) -> T:
+        # _guarded around _slot, in one frame: the most common block on its success path.
+        breaker, bulkhead = self.breaker, self.bulkhead
+        assert breaker is not None
+        assert bulkhead is not None
+        admission = breaker.acquire_permission()
+        try:
+            holder = bulkhead.acquire()
+            try:
+                value = attempt(number, _NEVER)
+            finally:
+                bulkhead.release(holder)
+        except BaseException as exc:
+            breaker.on_error(exc, admission)
+            raise
+        breaker.on_success(admission)
+        return value
+
+    def _slot(self, attempt: Attempt[T], number: int) -> T:
         bulkhead = self.bulkhead
-        if bulkhead is None:
-            return attempt(number, _NEVER)
+        assert bulkhead is not None
         holder = bulkhead.acquire()
         try:
             return attempt(number, _NEVER)
         finally:
             bulkhead.release(holder)
+
+    @staticmethod
+    def _plain(attempt: Attempt[T], number: int) -> T:
+        return attempt(number, _NEVER)
+
+    def _timed_attempt(self, attempt: Attempt[T], number: int) -> T:
+        assert self._timeout is not None
+        return self._timed(attempt, number, self._timeout)
 
     def _timed(self, attempt: Attempt[T], number: int, timeout: Timeout) -> T:
         abandon = Abandon()

@@ -202,6 +202,22 @@ class Context:
         finally:
             lock.release()
 
+    def set_owned(self, key: str, value: Any, who: str | None = None) -> None:
+        """Store ``value`` under ``key`` as it is, without :meth:`set`'s check and copy.
+
+        For records a plugin builds for the Context on every step (its
+        recovery state): the caller guarantees that ``value`` holds only plain
+        JSON types (dicts with string keys, lists, strings, finite numbers,
+        booleans, None) and hands it over, never changing it afterwards.
+        Anything else goes through :meth:`set`.
+        """
+        lock = self._lock
+        lock.acquire()
+        try:
+            self._set_locked(key, value, who)
+        finally:
+            lock.release()
+
     def changes_since(
         self, version: int, *, exclude: Collection[str] = ()
     ) -> tuple[int, dict[str, Any]]:
