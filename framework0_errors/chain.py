@@ -67,6 +67,7 @@ class StepChain:
         self.fallback_call = _fallback_callable(block.fallback, step)
         self.notify_channels = tuple(block.notify)
         self._monotonic = state.timing.monotonic
+        self._write_recovery = state.journal.recovery_writer(step.name)
         self.pipeline: Pipeline[None] = Pipeline(
             block,
             name=step.name,
@@ -175,20 +176,12 @@ class StepChain:
 
     def _succeeded(self, invocation: Invocation, started: float) -> None:
         # _finish for a first attempt that succeeded: the common case, kept short.
-        duration = self._monotonic() - started
+        record = _SUCCEEDED.copy()
+        record["duration"] = _micros(self._monotonic() - started)
         notes = invocation.notes
         notes["outcome"] = "succeeded"
         notes["attempts"] = 1
-        self.state.journal.set_recovery(
-            self.step.name,
-            {
-                "attempts": 1,
-                "outcome": "succeeded",
-                "strategy": "none",
-                "duration": _micros(duration),
-                "error_type": None,
-            },
-        )
+        self._write_recovery(record)
 
     def _finish(self, invocation: Invocation, tally: Tally, started: float) -> None:
         duration = self._monotonic() - started
@@ -198,8 +191,7 @@ class StepChain:
         notes = invocation.notes
         notes["outcome"] = outcome
         notes["attempts"] = attempts
-        self.state.journal.set_recovery(
-            self.step.name,
+        self._write_recovery(
             {
                 "attempts": attempts,
                 "outcome": outcome,
@@ -208,8 +200,6 @@ class StepChain:
                 "error_type": None if error is None else type(error).__name__,
             },
         )
-        if outcome == "succeeded":
-            return  # nothing to tell: the common case stops here
         detail = _detail(outcome, attempts, error, self.fallback)
         if detail:
             notes["detail"] = detail
@@ -236,6 +226,14 @@ def _micros(seconds: float) -> float:
     # Rounded to the microsecond like round(seconds, 6), at a fraction of its cost.
     return int(seconds * 1e6 + 0.5) / 1e6
 
+
+_SUCCEEDED = {
+    "attempts": 1,
+    "outcome": "succeeded",
+    "strategy": "none",
+    "duration": 0.0,
+    "error_type": None,
+}
 
 _STRATEGY = {"succeeded": "none", "recovered": "retry", "fallback": "fallback"}
 

@@ -117,6 +117,15 @@ class ErrorJournal:
         """
         self.context.set_owned("recovery." + step, state, who=WHO)
 
+    def recovery_writer(self, step: str) -> Callable[[dict[str, Any]], None]:
+        """Return ``write(state)``: :meth:`set_recovery` of ``step``, for a chain's every run."""
+        set_owned, key = self.context.set_owned, "recovery." + step
+
+        def write(state: dict[str, Any]) -> None:
+            set_owned(key, state, WHO)
+
+        return write
+
     def set_breaker(self, snapshot: BreakerSnapshot) -> dict[str, Any]:
         """Write ``circuit_breakers.<name>`` from a breaker's snapshot; return what was written."""
         state = {

@@ -152,7 +152,8 @@ class Context:
         clock: Callable[[], float] = time.time,
         history_limit: int = 100_000,
     ) -> None:
-        self._lock = threading.RLock()
+        # Not reentrant: cheaper, and no method calls another while holding it.
+        self._lock = threading.Lock()
         self._data: dict[str, Any] = {}
         # Plain (key, before, after, who, timestamp) tuples, made Changes when
         # asked for: every set() adds one, and a plain tuple costs a fraction of
@@ -211,10 +212,17 @@ class Context:
         booleans, None) and hands it over, never changing it afterwards.
         Anything else goes through :meth:`set`.
         """
+        # _set_locked's body, inline: this runs once per step.
         lock = self._lock
+        data = self._data
+        history = self._history
         lock.acquire()
         try:
-            self._set_locked(key, value, who)
+            before = data.get(key)
+            data[key] = value
+            if len(history) >= self._history_limit:
+                self._trim_history()
+            history.append((key, before, value, who, self._clock()))
         finally:
             lock.release()
 
@@ -288,10 +296,9 @@ class Context:
         del self._history[:dropped]
         self._history_base += dropped
 
-    def _discard(self, key: str, who: str | None, reason: str) -> None:
-        # Rare (a write after a timeout), so it takes the lock even when the caller holds it.
-        with self._lock:
-            self._discarded.append(DiscardedWrite(key, who, reason, self._clock()))
+    def _discard_locked(self, key: str, who: str | None, reason: str) -> None:
+        # Called with self._lock held.
+        self._discarded.append(DiscardedWrite(key, who, reason, self._clock()))
 
 
 class StepContext:
@@ -329,7 +336,7 @@ class StepContext:
             # A fenced view discards a write without judging it.
             with lock:
                 if self._fence_reason is not None:
-                    context._discard(key, by, self._fence_reason)
+                    context._discard_locked(key, by, self._fence_reason)
                     return
             raise
         # Checked and written under the Context's lock, which fence() also
@@ -339,7 +346,7 @@ class StepContext:
             if self._fence_reason is None:
                 context._set_locked(key, stored, by)
             else:
-                context._discard(key, by, self._fence_reason)
+                context._discard_locked(key, by, self._fence_reason)
         finally:
             lock.release()
 

@@ -13,11 +13,11 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TypeVar
 
 from framework0_errors.policies.exceptions import BulkheadFullError
-from framework0_errors.stores.base import BulkheadStore
+from framework0_errors.stores.base import BulkheadStore, LocalBulkhead
 
 __all__ = ["Bulkhead"]
 
@@ -83,6 +83,12 @@ class Bulkhead:
         self.poll_interval = poll_interval
         self._clock = clock
         self._sleep = sleep
+        # A store in this process hands out its slots directly, with plain
+        # numbers as holder ids.
+        local_of = getattr(store, "local_bulkhead", None)
+        self._local: LocalBulkhead | None = (
+            local_of(name, limit=max_concurrent) if local_of is not None else None
+        )
 
     def call(self, fn: Callable[[], T]) -> T:
         """Return ``fn()`` run while holding a slot; re-raise whatever it raises.
@@ -96,7 +102,7 @@ class Bulkhead:
         finally:
             self.release(holder_id)
 
-    def acquire(self) -> str:
+    def acquire(self) -> Hashable:
         """Take a slot (waiting up to ``max_wait``) and return its holder id.
 
         For callers whose work outlives the call that started it (an attempt
@@ -106,29 +112,53 @@ class Bulkhead:
         Raises:
             BulkheadFullError: No slot came free within ``max_wait``.
         """
-        # Unique across threads, processes and machines sharing a durable store; a
-        # counter after a per-process random prefix is far cheaper than a uuid.
-        holder_id = _holder_prefix + str(next(_holder_numbers))
-        now = self._clock()
-        if not self.store.try_acquire(
+        local = self._local
+        if local is not None:
+            holder_id: Hashable = next(_holder_numbers)  # the slots live in this process only
+            now = self._clock()
+            if local.take(
+                holder_id, limit=self.max_concurrent, lease_seconds=self.lease_seconds, now=now
+            ):
+                return holder_id
+        else:
+            # Unique across threads, processes and machines sharing a durable store;
+            # a counter after a per-process random prefix is far cheaper than a uuid.
+            holder_id = _holder_prefix + str(next(_holder_numbers))
+            now = self._clock()
+            if self._try(holder_id, now):
+                return holder_id
+        self._wait(holder_id, now)
+        return holder_id
+
+    def release(self, holder_id: Hashable) -> None:
+        """Give back the slot :meth:`acquire` returned ``holder_id`` for."""
+        local = self._local
+        if local is not None:
+            local.give(holder_id)
+        else:
+            assert isinstance(holder_id, str)
+            self.store.release(self.name, holder_id=holder_id)
+
+    def _try(self, holder_id: Hashable, now: float) -> bool:
+        local = self._local
+        if local is not None:
+            return local.take(
+                holder_id, limit=self.max_concurrent, lease_seconds=self.lease_seconds, now=now
+            )
+        assert isinstance(holder_id, str)
+        return self.store.try_acquire(
             self.name,
             limit=self.max_concurrent,
             holder_id=holder_id,
             lease_seconds=self.lease_seconds,
             now=now,
-        ):
-            self._wait(holder_id, now)
-        return holder_id
-
-    def release(self, holder_id: str) -> None:
-        """Give back the slot :meth:`acquire` returned ``holder_id`` for."""
-        self.store.release(self.name, holder_id=holder_id)
+        )
 
     def in_use(self) -> int:
         """Return how many slots are held now, by every user of this name and store."""
         return self.store.in_use(self.name, now=self._clock())
 
-    def _wait(self, holder_id: str, start: float) -> None:
+    def _wait(self, holder_id: Hashable, start: float) -> None:
         # The first try failed: wait for a release (or poll) until max_wait runs out.
         deadline = start + self.max_wait
         now = start
@@ -143,13 +173,7 @@ class Bulkhead:
             ):
                 self._sleep(min(self.poll_interval, remaining))
             now = self._clock()
-            if self.store.try_acquire(
-                self.name,
-                limit=self.max_concurrent,
-                holder_id=holder_id,
-                lease_seconds=self.lease_seconds,
-                now=now,
-            ):
+            if self._try(holder_id, now):
                 return
 
 

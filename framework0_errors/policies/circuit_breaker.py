@@ -18,7 +18,13 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from framework0_errors.policies.exceptions import CircuitOpenError
-from framework0_errors.stores.base import Admission, BreakerSnapshot, BreakerStore, Transition
+from framework0_errors.stores.base import (
+    Admission,
+    BreakerCell,
+    BreakerSnapshot,
+    BreakerStore,
+    Transition,
+)
 
 __all__ = ["CircuitBreaker"]
 
@@ -78,6 +84,9 @@ class CircuitBreaker:
         self._clock = clock
         self._counts_as_failure = counts_as_failure
         self._on_state_change = on_state_change
+        # A store in this process lets the success path read the state directly.
+        cell_of = getattr(store, "breaker_cell", None)
+        self._cell: BreakerCell | None = cell_of(name) if cell_of is not None else None
 
     def call(self, fn: Callable[[], T]) -> T:
         """Return ``fn()`` if the breaker admits the call; re-raise whatever it raises.
@@ -106,6 +115,9 @@ class CircuitBreaker:
             CircuitOpenError: The breaker is open, or half-open with every trial slot
                 taken.
         """
+        cell = self._cell
+        if cell is not None and cell.state == "closed":
+            return cell.admission
         now = self._clock()
         admission = self.store.before_call(
             self.name, now=now, half_open_max_calls=self.half_open_max_calls
@@ -130,6 +142,9 @@ class CircuitBreaker:
 
     def on_success(self, admission: Admission) -> None:
         """Record that the admitted call succeeded."""
+        cell = self._cell
+        if cell is not None and cell.state == "closed" and not cell.failures:
+            return  # what the store would do: nothing
         transition = self.store.record_success(self.name, now=self._clock(), admission=admission)
         if transition is not None:
             self._notify(transition)

@@ -14,15 +14,18 @@ admitted in an earlier half-open period cannot close or reopen the breaker.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 __all__ = [
     "Admission",
+    "BreakerCell",
     "BreakerSnapshot",
     "BreakerState",
     "BreakerStore",
     "BulkheadStore",
+    "LocalBulkhead",
     "Transition",
 ]
 
@@ -163,4 +166,54 @@ class BulkheadStore(Protocol):
 
     def bulkhead_names(self) -> list[str]:
         """Return the names of bulkheads with recorded state, sorted."""
+        ...
+
+
+class BreakerCell(Protocol):
+    """The live state of one breaker kept in this process, read without a lock.
+
+    Stores that hold breaker state in memory offer ``breaker_cell(name)``.
+    While ``state`` is ``closed``, a policy may admit a call with
+    ``admission`` and, when ``failures`` is 0, record its success as nothing,
+    without calling the store: what the store's own methods would do. Every
+    other case goes through the store's methods.
+    """
+
+    @property
+    def state(self) -> BreakerState:
+        """The breaker's state as last changed (open is not yet turned half-open)."""
+        ...
+
+    @property
+    def failures(self) -> int:
+        """Consecutive failures while closed."""
+        ...
+
+    @property
+    def admission(self) -> Admission:
+        """What ``before_call`` answers while the breaker stays closed."""
+        ...
+
+
+class LocalBulkhead(Protocol):
+    """The slots of one bulkhead kept in this process, used directly by a policy.
+
+    Stores that hold bulkhead state in memory offer
+    ``local_bulkhead(name, limit=...)``: the same operations as
+    :class:`BulkheadStore` without the lookup by name, and with any hashable
+    holder id unique in this process.
+    """
+
+    def take(
+        self, holder_id: Hashable, *, limit: int, lease_seconds: float | None, now: float
+    ) -> bool:
+        """Take a slot if fewer than ``limit`` unexpired ones are held; never blocks."""
+        ...
+
+    def give(self, holder_id: Hashable) -> None:
+        """Give a slot back; giving back a slot not held is a no-op."""
+        ...
+
+    def wait(self, *, limit: int, timeout: float, now: float) -> bool:
+        """Block up to ``timeout`` seconds until a slot may be free (see ``wait_for_slot``)."""
         ...

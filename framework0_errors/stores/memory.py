@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import threading
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from framework0_errors.stores.base import (
     Admission,
+    BreakerCell,
     BreakerSnapshot,
     BreakerState,
+    LocalBulkhead,
     Transition,
 )
 
 __all__ = ["MemoryStore"]
+
+
+_ADMIT_NEW = Admission(allowed=True, state="closed", epoch=0)
 
 
 @dataclass(slots=True)
@@ -26,35 +31,10 @@ class _Breaker:
     half_open_at: float | None = None
     trials: int = 0
     epoch: int = 0
-
-
-class _Bulkhead:
-    # A plain slotted class: one is made per bulkhead name, often one per step.
-    __slots__ = ("changed", "debt", "free", "holders", "limit", "waiters")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        # One item per free slot. Appends and pops of a deque are atomic, so taking
-        # and giving back a slot needs no lock: a slot is never handed out twice,
-        # and the slots held never exceed the limit.
-        self.free: deque[None] = deque((None,) * max(limit, 0))
-        # holder_id -> lease expiry (inf: no lease)
-        self.holders: dict[str, float] = {}
-        # slots to retire as they come back, after the limit was lowered
-        self.debt = 0
-        # made by the first waiter: most bulkheads never make anyone wait
-        self.changed: threading.Condition | None = None
-        # threads in wait_for_slot; a release with nobody waiting need not notify
-        self.waiters = 0
-
-
-_ADMIT_NEW = Admission(allowed=True, state="closed", epoch=0)
-
-
-@functools.lru_cache(maxsize=1024)
-def _closed_admission(epoch: int) -> Admission:
-    # Admissions are frozen, so the closed one of each epoch can be shared.
-    return Admission(allowed=True, state="closed", epoch=epoch)
+    # The admission of a call while closed in this epoch (see breaker_cell).
+    admission: Admission = _ADMIT_NEW
+    # False for a cell made by breaker_cell that nothing has happened to yet.
+    recorded: bool = False
 
 
 def _is_closed(b: _Breaker) -> bool:
@@ -85,12 +65,11 @@ class MemoryStore:
         b = self._breakers.get(name)
         if b is None:
             return _ADMIT_NEW
-        epoch = b.epoch
         if b.state == "closed":
-            return _closed_admission(epoch)
+            return b.admission
         with self._lock:
             if _is_closed(b):  # it closed while we waited for the lock
-                return _closed_admission(b.epoch)
+                return b.admission
             transition = None
             if b.state == "open":
                 if b.half_open_at is None or now < b.half_open_at:
@@ -132,6 +111,7 @@ class MemoryStore:
         """Record a failed call: open at ``failure_threshold``, reopen on a failed trial."""
         with self._lock:
             b = self._breakers.setdefault(name, _Breaker())
+            b.recorded = True
             if b.state == "closed":
                 b.failures += 1
                 if b.failures < failure_threshold:
@@ -180,6 +160,7 @@ class MemoryStore:
         """Open the breaker by hand, until ``until`` (None: until :meth:`reset`)."""
         with self._lock:
             b = self._breakers.setdefault(name, _Breaker())
+            b.recorded = True
             old = self._effective_state(b, now)
             self._move(b, "open", now=now, until=until)
             return None if old == "open" else Transition(name, old, "open")
@@ -187,7 +168,20 @@ class MemoryStore:
     def breaker_names(self) -> list[str]:
         """Return the names of breakers with recorded state, sorted."""
         with self._lock:
-            return sorted(self._breakers)
+            return sorted(name for name, b in self._breakers.items() if b.recorded)
+
+    def breaker_cell(self, name: str) -> BreakerCell:
+        """Return the live state of breaker ``name``, made on first use.
+
+        A policy reads it without a lock to skip this store's methods on its
+        success path (see :class:`~framework0_errors.stores.base.BreakerCell`).
+        The cell of a name is never replaced, so it may be kept.
+        """
+        b = self._breakers.get(name)
+        if b is None:
+            with self._lock:
+                b = self._breakers.setdefault(name, _Breaker())
+        return b
 
     @staticmethod
     def _effective_state(b: _Breaker, now: float) -> BreakerState:
@@ -209,6 +203,7 @@ class MemoryStore:
         if state == "closed":
             b.failures = 0
             b.opened_at = b.half_open_at = None
+            b.admission = Admission(allowed=True, state="closed", epoch=b.epoch)
         elif state == "open":
             b.opened_at = now
             b.half_open_at = until
@@ -216,85 +211,22 @@ class MemoryStore:
     # -- bulkheads -----------------------------------------------------------------
 
     def try_acquire(
-        self, name: str, *, limit: int, holder_id: str, lease_seconds: float | None, now: float
+        self, name: str, *, limit: int, holder_id: Hashable, lease_seconds: float | None, now: float
     ) -> bool:
         """Take a slot if fewer than ``limit`` unexpired ones are held; never blocks."""
-        bh = self._bulkheads.get(name)
-        if bh is not None and bh.limit == limit and holder_id not in bh.holders:
-            try:
-                bh.free.pop()
-            except IndexError:
-                pass  # full, unless a lease ran out: see below, under the lock
-            else:
-                # A release may have put the slot back just after the limit was
-                # lowered (it read no debt); the debt is paid here instead.
-                if not bh.debt or not self._retire(bh):
-                    bh.holders[holder_id] = (
-                        math.inf if lease_seconds is None else now + lease_seconds
-                    )
-                    return True
-        with self._lock:
-            bh = self._bulkhead(name, limit)
-            if bh.holders:
-                self._expire(bh, now)
-            while bh.debt and bh.free:  # pay what a lowered limit still owes
-                bh.free.pop()
-                bh.debt -= 1
-            if holder_id not in bh.holders:
-                try:
-                    bh.free.pop()
-                except IndexError:
-                    return False
-            elif not bh.free:  # a holder asking again keeps its slot only below the limit
-                return False
-            bh.holders[holder_id] = math.inf if lease_seconds is None else now + lease_seconds
-            return True
+        return self.local_bulkhead(name, limit=limit).take(
+            holder_id, limit=limit, lease_seconds=lease_seconds, now=now
+        )
 
-    def _retire(self, bh: _Bulkhead) -> bool:
-        # The caller took a free slot while a debt was owed: retire the slot
-        # (True) if the debt is still owed under the lock, else keep it (False).
-        with self._lock:
-            if bh.debt:
-                bh.debt -= 1
-                return True
-            return False
-
-    def release(self, name: str, *, holder_id: str) -> None:
+    def release(self, name: str, *, holder_id: Hashable) -> None:
         """Give a slot back; releasing a slot not held is a no-op."""
         bh = self._bulkheads.get(name)
-        if bh is None or bh.holders.pop(holder_id, None) is None:
-            return  # the pop is atomic: a slot is given back once, here or by _expire
-        if bh.debt:
-            with self._lock:
-                if bh.debt:
-                    bh.debt -= 1
-                    return
-        bh.free.append(None)
-        # Read after the append, while a waiter counts itself before it looks at
-        # free: one of the two sees the other, so no wake-up is lost.
-        if bh.waiters:
-            with self._lock:
-                if bh.changed is not None:
-                    bh.changed.notify_all()
+        if bh is not None:
+            bh.give(holder_id)
 
     def wait_for_slot(self, name: str, *, limit: int, timeout: float, now: float) -> bool:
         """Block up to ``timeout`` seconds until a slot may be free; always returns True."""
-        with self._lock:
-            bh = self._bulkhead(name, limit)
-            self._expire(bh, now)
-            bh.waiters += 1
-            try:
-                if bh.free or timeout <= 0:
-                    return True
-                # A lease running out frees a slot without any release to notify us.
-                next_expiry = min(bh.holders.values(), default=now)
-                if bh.changed is None:
-                    # On the store's lock: a release wakes only the waiters of its own bulkhead.
-                    bh.changed = threading.Condition(self._lock)
-                bh.changed.wait(min(timeout, max(next_expiry - now, 0.0)))
-            finally:
-                bh.waiters -= 1
-            return True
+        return self.local_bulkhead(name, limit=limit).wait(limit=limit, timeout=timeout, now=now)
 
     def in_use(self, name: str, *, now: float) -> int:
         """Return how many unexpired slots of ``name`` are held."""
@@ -302,7 +234,7 @@ class MemoryStore:
             bh = self._bulkheads.get(name)
             if bh is None:
                 return 0
-            self._expire(bh, now)
+            bh.expire(now)
             return len(bh.holders)
 
     def bulkhead_names(self) -> list[str]:
@@ -310,34 +242,148 @@ class MemoryStore:
         with self._lock:
             return sorted(self._bulkheads)
 
-    def _bulkhead(self, name: str, limit: int) -> _Bulkhead:
+    def local_bulkhead(self, name: str, *, limit: int) -> LocalBulkhead:
+        """Return the slots of bulkhead ``name``, made with ``limit`` on first use.
+
+        A policy keeps it and takes and gives back slots on it directly, with
+        any hashable holder id unique in this process (see
+        :class:`~framework0_errors.stores.base.LocalBulkhead`).
+        """
+        bh = self._bulkheads.get(name)
+        if bh is None:
+            with self._lock:
+                bh = self._bulkheads.get(name)
+                if bh is None:
+                    bh = self._bulkheads[name] = _Bulkhead(limit, self._lock)
+        return bh
+
+
+class _Bulkhead:
+    """The slots of one bulkhead name; its slow paths hold the store's lock."""
+
+    # A plain slotted class: one is made per bulkhead name, often one per step.
+    __slots__ = ("changed", "debt", "free", "holders", "limit", "lock", "waiters")
+
+    def __init__(self, limit: int, lock: threading.Lock) -> None:
+        self.limit = limit
+        self.lock = lock
+        # One item per free slot. Appends and pops of a deque are atomic, so taking
+        # and giving back a slot needs no lock: a slot is never handed out twice,
+        # and the slots held never exceed the limit.
+        self.free: deque[None] = deque((None,) * max(limit, 0))
+        # holder_id -> lease expiry (inf: no lease)
+        self.holders: dict[Hashable, float] = {}
+        # slots to retire as they come back, after the limit was lowered
+        self.debt = 0
+        # made by the first waiter: most bulkheads never make anyone wait
+        self.changed: threading.Condition | None = None
+        # threads in wait(); a release with nobody waiting need not notify
+        self.waiters = 0
+
+    def take(
+        self, holder_id: Hashable, *, limit: int, lease_seconds: float | None, now: float
+    ) -> bool:
+        """Take a slot if fewer than ``limit`` unexpired ones are held; never blocks."""
+        holders = self.holders
+        if self.limit == limit and holder_id not in holders:
+            try:
+                self.free.pop()
+            except IndexError:
+                pass  # full, unless a lease ran out: see below, under the lock
+            else:
+                # A release may have put the slot back just after the limit was
+                # lowered (it read no debt); the debt is paid here instead.
+                if not self.debt or not self._retire():
+                    holders[holder_id] = math.inf if lease_seconds is None else now + lease_seconds
+                    return True
+        with self.lock:
+            self._resize(limit)
+            if holders:
+                self.expire(now)
+            while self.debt and self.free:  # pay what a lowered limit still owes
+                self.free.pop()
+                self.debt -= 1
+            if holder_id not in holders:
+                try:
+                    self.free.pop()
+                except IndexError:
+                    return False
+            elif not self.free:  # a holder asking again keeps its slot only below the limit
+                return False
+            holders[holder_id] = math.inf if lease_seconds is None else now + lease_seconds
+            return True
+
+    def give(self, holder_id: Hashable) -> None:
+        """Give a slot back; giving back a slot not held is a no-op."""
+        if self.holders.pop(holder_id, None) is None:
+            return  # the pop is atomic: a slot is given back once, here or by expire
+        if self.debt:
+            with self.lock:
+                if self.debt:
+                    self.debt -= 1
+                    return
+        self.free.append(None)
+        # Read after the append, while a waiter counts itself before it looks at
+        # free: one of the two sees the other, so no wake-up is lost.
+        if self.waiters:
+            with self.lock:
+                if self.changed is not None:
+                    self.changed.notify_all()
+
+    def wait(self, *, limit: int, timeout: float, now: float) -> bool:
+        """Block up to ``timeout`` seconds until a slot may be free; always returns True."""
+        with self.lock:
+            self._resize(limit)
+            self.expire(now)
+            self.waiters += 1
+            try:
+                if self.free or timeout <= 0:
+                    return True
+                # A lease running out frees a slot without any release to notify us.
+                next_expiry = min(self.holders.values(), default=now)
+                if self.changed is None:
+                    # On the store's lock: a release wakes only the waiters of its own bulkhead.
+                    self.changed = threading.Condition(self.lock)
+                self.changed.wait(min(timeout, max(next_expiry - now, 0.0)))
+            finally:
+                self.waiters -= 1
+            return True
+
+    def _retire(self) -> bool:
+        # The caller took a free slot while a debt was owed: retire the slot
+        # (True) if the debt is still owed under the lock, else keep it (False).
+        with self.lock:
+            if self.debt:
+                self.debt -= 1
+                return True
+            return False
+
+    def _resize(self, limit: int) -> None:
         # Called with the lock held. The latest caller's limit applies: raising
         # it adds free slots; lowering it retires free slots now and held ones
         # as they come back.
-        bh = self._bulkheads.get(name)
-        if bh is None:
-            bh = self._bulkheads[name] = _Bulkhead(limit)
-        elif bh.limit != limit:
-            grow = limit - bh.limit
-            bh.limit = limit
-            if grow > 0:
-                repaid = min(grow, bh.debt)
-                bh.debt -= repaid
-                bh.free.extend([None] * (grow - repaid))
-            else:
-                for _ in range(-grow):
-                    try:
-                        bh.free.pop()
-                    except IndexError:
-                        bh.debt += 1
-        return bh
+        grow = limit - self.limit
+        if not grow:
+            return
+        self.limit = limit
+        if grow > 0:
+            repaid = min(grow, self.debt)
+            self.debt -= repaid
+            self.free.extend([None] * (grow - repaid))
+        else:
+            for _ in range(-grow):
+                try:
+                    self.free.pop()
+                except IndexError:
+                    self.debt += 1
 
-    def _expire(self, bh: _Bulkhead, now: float) -> None:
-        # Called with the lock held; list() copies the items in one step, so
-        # holders added meanwhile without the lock do not upset the loop.
-        for holder_id, expiry in list(bh.holders.items()):
-            if expiry <= now and bh.holders.pop(holder_id, None) is not None:
-                if bh.debt:
-                    bh.debt -= 1
+    def expire(self, now: float) -> None:
+        """Free the slots whose lease ran out; called with the lock held."""
+        # list() copies the items in one step, so holders added meanwhile
+        # without the lock do not upset the loop.
+        for holder_id, expiry in list(self.holders.items()):
+            if expiry <= now and self.holders.pop(holder_id, None) is not None:
+                if self.debt:
+                    self.debt -= 1
                 else:
-                    bh.free.append(None)
+                    self.free.append(None)

@@ -199,13 +199,13 @@ def test_late_write_is_recorded_as_discarded(project: Project) -> None:
     result = execute(load_checked_recipe(path, pm), hook=pm.hook)
     assert result.succeeded
     done = threading.Event()
-    original = result.run.context._discard
+    original = result.run.context._discard_locked
 
     def spy(*args: Any) -> None:
         original(*args)
         done.set()
 
-    result.run.context._discard = spy  # type: ignore[method-assign]
+    result.run.context._discard_locked = spy  # type: ignore[method-assign]
     scriptlets.RELEASE.set()
     assert done.wait(10)
     (discarded,) = result.run.context.discarded()

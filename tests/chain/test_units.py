@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -333,3 +333,72 @@ def test_an_error_from_on_error_counts_as_the_attempts_own() -> None:
         with pytest.raises(ConnectionError, match="down 3"):
             pipeline.run(attempt, on_error=on_error)
     assert calls == [1, 2, 3]
+
+
+@pytest.fixture
+def step_chain() -> Iterator[Callable[[str], tuple[Any, Any]]]:
+    """Build a step's chain from an error_handling block; the run's state is closed after."""
+    states: list[Any] = []
+    yield lambda block: _step_chain(block, states)
+    for state in states:
+        state.close()
+
+
+def _step_chain(block: str, states: list[Any]) -> tuple[Any, Any]:
+    from framework0_errors.chain import StepChain
+    from framework0_errors.config import load_recipe_config
+    from framework0_errors.orchestrator import Context, Invocation, Run, claims, parse_recipe
+    from framework0_errors.orchestrator import plugin_manager as manager
+    from framework0_errors.runtime import start_run_state
+
+    text = f"steps:\n  - name: s\n    module: m\n    function: f\n    error_handling:\n{block}"
+    pm = manager()
+    recipe = parse_recipe(text, "unit.yaml", claims=claims(pm), resolve=False)
+    run = Run(recipe, hook=pm.hook, context=Context(), workers=1, options={"state": "memory:"})
+    config, blocks = load_recipe_config(recipe.raw)
+    state = start_run_state(run, config, blocks)
+    states.append(state)
+    step = recipe.steps[0]
+    chain = StepChain(step, blocks["s"], state)  # type: ignore[arg-type]
+    return chain, Invocation(step, run, run.context.writer("s"))
+
+
+def test_an_interrupt_in_the_first_attempt_ends_the_step_at_once(
+    step_chain: Callable[[str], tuple[Any, Any]],
+) -> None:
+    """Ctrl-C in a step's code is neither retried nor caught; the record says failed."""
+    chain, invocation = step_chain(
+        "      retry: {max_attempts: 3}\n      fallback: {value: {x: 1}}\n"
+        "      circuit_breaker: {failure_threshold: 1}\n      bulkhead: {max_concurrent: 1}\n"
+    )
+    calls: list[int] = []
+
+    def interrupted(_: Any) -> None:
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        chain(invocation, interrupted)
+    context = invocation.context
+    assert calls == [1]
+    assert context.get("x") is None
+    record = context.get("recovery.s")
+    assert (record["attempts"], record["outcome"], record["error_type"]) == (1, "failed", None)
+    assert invocation.notes["outcome"] == "failed"
+    assert chain.pipeline.breaker.snapshot().state == "closed"  # an interrupt is no verdict
+    assert chain.pipeline.bulkhead.in_use() == 0
+
+
+def test_a_first_attempt_that_succeeds_writes_the_success_record(
+    step_chain: Callable[[str], tuple[Any, Any]],
+) -> None:
+    """The success path writes recovery.<step> and the notes the step line reads."""
+    chain, invocation = step_chain("      retry: {max_attempts: 3}\n")
+    chain(invocation, lambda _: None)
+    record = invocation.context.get("recovery.s")
+    assert record["attempts"] == 1
+    assert record["outcome"] == "succeeded"
+    assert record["strategy"] == "none"
+    assert 0 <= record["duration"] < 60
+    assert record["duration"] == round(record["duration"], 6)
+    assert invocation.notes == {"outcome": "succeeded", "attempts": 1}

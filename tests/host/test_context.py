@@ -183,6 +183,27 @@ def test_changes_since_after_the_history_was_trimmed() -> None:
     assert ctx.changes_since(1) == (30, {"k0": 27, "k1": 28, "k2": 29})
 
 
+def test_set_owned_stores_the_record_as_given_with_history() -> None:
+    """set_owned keeps the caller's object, records the change, and trims like set()."""
+    ctx = Context(history_limit=10)
+    ctx.set("recovery.s", {"outcome": "failed"}, who="before")
+    records = [{"attempts": i, "outcome": "succeeded"} for i in range(30)]
+    for record in records:
+        ctx.set_owned("recovery.s", record, "owner")
+    assert ctx._data["recovery.s"] is records[-1]
+    assert ctx.get("recovery.s") == records[-1]
+    assert ctx.get("recovery") == {"s": records[-1]}
+    last = ctx.history()[-1]
+    assert (last.key, last.before, last.after, last.who) == (
+        "recovery.s",
+        records[-2],
+        records[-1],
+        "owner",
+    )
+    assert len(ctx.history()) <= 10
+    assert ctx.changes_since(0) == (31, {"recovery.s": records[-1]})
+
+
 RECORD = {"attempts": 1, "outcome": "succeeded", "strategy": "none", "duration": 0.1, "error": None}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import pickle
 import threading
+from typing import Any, ClassVar
 
 import pytest
 
@@ -244,20 +245,36 @@ def test_leases_are_passed_to_the_store() -> None:
 
 
 def test_holder_ids_are_unique_per_call() -> None:
-    """Each execution holds its slot under its own id."""
+    """Each execution holds its slot under its own id, in memory and in any other store."""
     store = MemoryStore()
-    ids: list[str] = []
-    original = store.try_acquire
 
-    def spy(name: str, **kwargs: object) -> bool:
-        ids.append(str(kwargs["holder_id"]))
-        return original(name, **kwargs)  # type: ignore[arg-type]
+    class OnlyTheProtocol:
+        # A store that offers no local slots: the policy goes through try_acquire.
+        ids: ClassVar[list[object]] = []
 
-    store.try_acquire = spy  # type: ignore[method-assign]
-    bulkhead = Bulkhead("db", max_concurrent=1, store=store)
-    bulkhead.call(lambda: None)
-    bulkhead.call(lambda: None)
-    assert len(set(ids)) == 2
+        def try_acquire(self, name: str, **kwargs: Any) -> bool:
+            self.ids.append(kwargs["holder_id"])
+            return store.try_acquire(name, **kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            if name == "local_bulkhead":
+                raise AttributeError(name)
+            return getattr(store, name)
+
+    remote = Bulkhead("db", max_concurrent=2, store=OnlyTheProtocol())  # type: ignore[arg-type]
+    local = Bulkhead("db", max_concurrent=2, store=store)
+    held = [remote.acquire(), remote.acquire()]
+    assert store.in_use("db", now=0.0) == 2
+    assert not store.try_acquire("db", limit=2, holder_id="x", lease_seconds=None, now=0.0)
+    for holder in held:
+        remote.release(holder)
+    held = [local.acquire(), local.acquire()]
+    assert len(set(held)) == 2
+    for holder in held:
+        local.release(holder)
+    assert store.in_use("db", now=0.0) == 0
+    assert len(set(OnlyTheProtocol.ids)) == 2
+    assert all(isinstance(i, str) for i in OnlyTheProtocol.ids)
 
 
 def test_bulkhead_full_error_survives_pickling(monkeypatch: pytest.MonkeyPatch) -> None:
