@@ -83,18 +83,16 @@ class StepChain:
     def __call__(self, invocation: Invocation, call_next: Next) -> None:
         started = self._monotonic()
         pipeline = self.pipeline
+        attempt: Attempt[None]
         if pipeline.timeout_seconds is None:
-
-            def attempt(number: int, abandon: Abandon) -> None:
-                self._attempt(invocation, call_next, number)
-
+            attempt = functools.partial(self._attempt, invocation, call_next)
         else:
 
             def attempt(number: int, abandon: Abandon) -> None:
                 # An attempt that may be abandoned writes through its own fenceable view.
                 view = invocation.context.child()
                 abandon.add(view.fence)
-                self._attempt(invocation.with_context(view), call_next, number)
+                self._attempt(invocation.with_context(view), call_next, number, abandon)
 
         # The first attempt is made here, so that the success path, nearly every
         # call, builds nothing it does not use.
@@ -106,7 +104,13 @@ class StepChain:
             self._finish(invocation, Tally(1), started)
             raise
         else:
-            self._succeeded(invocation, started)
+            # What _finish does for a first attempt that succeeded, in short.
+            record = _SUCCEEDED.copy()
+            record["duration"] = _micros(self._monotonic() - started)
+            notes = invocation.notes
+            notes["outcome"] = "succeeded"
+            notes["attempts"] = 1
+            self._write_recovery(record)
             return
         # Outside the except block, so later errors are not chained to the first.
         self._recover(invocation, attempt, first, started)
@@ -147,7 +151,9 @@ class StepChain:
         """Masks the secrets of this step's args; built on first use (a failure)."""
         return self.state.redactor_for(self.step)
 
-    def _attempt(self, invocation: Invocation, call_next: Next, number: int) -> None:
+    def _attempt(
+        self, invocation: Invocation, call_next: Next, number: int, abandon: Abandon
+    ) -> None:
         # Started in the thread that runs the step's code: captures are per thread.
         watch = self.state.log_watch
         found = watch.start()
@@ -173,15 +179,6 @@ class StepChain:
         missing = [k for k in self.step.ctx_has_keys if context.get(k, _ABSENT) is _ABSENT]
         if missing:
             raise MissingContextKeys(f"{self.step.name} (fallback)", missing)
-
-    def _succeeded(self, invocation: Invocation, started: float) -> None:
-        # _finish for a first attempt that succeeded: the common case, kept short.
-        record = _SUCCEEDED.copy()
-        record["duration"] = _micros(self._monotonic() - started)
-        notes = invocation.notes
-        notes["outcome"] = "succeeded"
-        notes["attempts"] = 1
-        self._write_recovery(record)
 
     def _finish(self, invocation: Invocation, tally: Tally, started: float) -> None:
         duration = self._monotonic() - started
