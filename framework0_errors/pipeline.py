@@ -137,26 +137,11 @@ class Pipeline(Generic[T]):
         self.name = name
         self.block = block
         self._classify = classify
-        self.retry: Retry | None = None
+        self._timing = timing
         # Read before the first attempt: retry's deadline counts from there.
-        self._retry_clock: Callable[[], float] = _no_clock
-        if block.retry is not None:
-            cfg = block.retry
-            self.retry = Retry(
-                max_attempts=cfg.max_attempts,
-                backoff=_backoff(
-                    cfg.backoff_strategy,
-                    cfg.initial_delay,
-                    cfg.multiplier,
-                    cfg.max_delay,
-                    cfg.jitter,
-                ),
-                should_retry=self.should_retry,
-                deadline=cfg.deadline,
-                clock=timing.monotonic,
-                sleep=timing.sleep,
-            )
-            self._retry_clock = timing.monotonic
+        self._retry_clock: Callable[[], float] = (
+            _no_clock if block.retry is None else timing.monotonic
+        )
         self.breaker: CircuitBreaker | None = None
         if block.circuit_breaker is not None:
             cb = block.circuit_breaker
@@ -186,22 +171,43 @@ class Pipeline(Generic[T]):
         self._timeout = Timeout(block.timeout.seconds) if block.timeout is not None else None
         # Composed once, from the policies the block has, so that a call runs
         # through no layer it does not need.
-        self._limited: Guarded[T] = (
-            self._timed_attempt
-            if self._timeout is not None
-            else self._slot
-            if self.bulkhead is not None
-            else self._plain
-        )
+        self._limited: Guarded[T]
+        if self._timeout is not None:
+            self._limited = self._timed_attempt
+        elif self.bulkhead is not None:
+            self._limited = self._slot
+        else:
+            self._limited = self._plain
         self.guarded: Guarded[T]
         """``guarded(attempt, number)``: one attempt through breaker, bulkhead and
         timeout, without retry or fallback (see :meth:`recover`)."""
         if self.breaker is None:
             self.guarded = self._limited
-        elif self._limited == self._slot:
+        elif self._timeout is None and self.bulkhead is not None:
             self.guarded = self._guarded_slot
         else:
             self.guarded = self._guarded
+
+    @functools.cached_property
+    def retry(self) -> Retry | None:
+        """The block's retry policy; built when first needed (after a failed attempt)."""
+        cfg = self.block.retry
+        if cfg is None:
+            return None
+        return Retry(
+            max_attempts=cfg.max_attempts,
+            backoff=_backoff(
+                cfg.backoff_strategy,
+                cfg.initial_delay,
+                cfg.multiplier,
+                cfg.max_delay,
+                cfg.jitter,
+            ),
+            should_retry=self.should_retry,
+            deadline=cfg.deadline,
+            clock=self._timing.monotonic,
+            sleep=self._timing.sleep,
+        )
 
     # The selectors are needed only once an attempt fails: most steps never get
     # that far, so they are parsed then, not with the pipeline.

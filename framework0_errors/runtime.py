@@ -97,7 +97,10 @@ class RunState:
             running = set(self.running)
         # Writes of steps still running are left out: resuming re-runs those
         # steps, which must find the Context as it was before they started.
-        version, changed = run.context.changes_since(self.context_version, exclude=running)
+        # The store only encodes the values: no copies needed.
+        version, changed = run.context.changes_since(
+            self.context_version, exclude=running, copies=False
+        )
         outcomes, self.unsaved = self.unsaved, {}
         try:
             self.store.save_checkpoint(

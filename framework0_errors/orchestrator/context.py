@@ -227,7 +227,7 @@ class Context:
             lock.release()
 
     def changes_since(
-        self, version: int, *, exclude: Collection[str] = ()
+        self, version: int, *, exclude: Collection[str] = (), copies: bool = True
     ) -> tuple[int, dict[str, Any]]:
         """Return what was set after ``version``: a version to ask from next, and values.
 
@@ -239,11 +239,16 @@ class Context:
         the first of them, so that they come back once their writer is done.
         Costs time in proportion to the writes since ``version``; if the
         history no longer reaches back that far, every key is returned.
+        ``copies=False`` returns the stored values themselves in a new dict,
+        for a caller that only reads them (to save them elsewhere) and never
+        changes them.
         """
+        # A stored value is replaced by set(), never changed in place, so sharing is safe.
+        copy: Callable[[dict[str, Any]], dict[str, Any]] = _copy_stored if copies else dict
         with self._lock:
             current = self._history_base + len(self._history)
             if version < self._history_base:
-                return current, _copy_stored(self._data)
+                return current, copy(self._data)
             changed: dict[str, Any] = {}
             resume_from = current
             for offset, (key, _, after, who, _) in enumerate(
@@ -254,7 +259,7 @@ class Context:
                     continue
                 changed.pop(key, None)  # keep keys in the order of their last write
                 changed[key] = after
-            return resume_from, _copy_stored(changed)
+            return resume_from, copy(changed)
 
     def keys(self) -> list[str]:
         """Return the keys, in the order they were first set."""

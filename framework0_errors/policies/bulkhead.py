@@ -178,6 +178,7 @@ class Bulkhead:
 
 
 def _check_seconds(name: str, value: float, *, allow_zero: bool) -> None:
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+    # One chained comparison: NaN fails it too. A chain is built per step per run.
+    if not (0.0 <= value < math.inf if allow_zero else 0.0 < value < math.inf):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a finite number of seconds {bound}; got {value!r}")

@@ -163,6 +163,20 @@ def test_changes_since_returns_only_what_changed() -> None:
     assert ctx.changes_since(3) == (3, {})
 
 
+@pytest.mark.parametrize("trimmed", [False, True])
+def test_changes_since_without_copies_shares_values_not_the_mapping(trimmed: bool) -> None:
+    """copies=False hands out the stored values in a new dict that later sets leave alone."""
+    ctx = Context(history_limit=4)
+    ctx.set("b", {"x": [1]})
+    for i in range(6 if trimmed else 1):
+        ctx.set("a", i)
+    version, changes = ctx.changes_since(0, copies=False)
+    assert changes["b"] is ctx._data["b"]
+    ctx.set("c", 1)
+    assert "c" not in changes
+    assert version == (7 if trimmed else 2)
+
+
 def test_changes_since_leaves_out_writers_still_at_work() -> None:
     """Writes by excluded writers wait; the version returned brings them back later."""
     ctx = Context()
