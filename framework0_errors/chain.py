@@ -68,6 +68,7 @@ class StepChain:
         self.notify_channels = tuple(block.notify)
         self._monotonic = state.timing.monotonic
         self._write_recovery = state.journal.recovery_writer(step.name)
+        self._run_attempt = self._attempt  # bound once: a partial of it is made per call
         self.pipeline: Pipeline[None] = Pipeline(
             block,
             name=step.name,
@@ -85,7 +86,7 @@ class StepChain:
         pipeline = self.pipeline
         attempt: Attempt[None]
         if pipeline.timeout_seconds is None:
-            attempt = functools.partial(self._attempt, invocation, call_next)
+            attempt = functools.partial(self._run_attempt, invocation, call_next)
         else:
 
             def attempt(number: int, abandon: Abandon) -> None:
@@ -106,7 +107,8 @@ class StepChain:
         else:
             # What _finish does for a first attempt that succeeded, in short.
             record = _SUCCEEDED.copy()
-            record["duration"] = _micros(self._monotonic() - started)
+            # _micros, inline
+            record["duration"] = int((self._monotonic() - started) * 1e6 + 0.5) / 1e6
             notes = invocation.notes
             notes["outcome"] = "succeeded"
             notes["attempts"] = 1
