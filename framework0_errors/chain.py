@@ -21,7 +21,7 @@ from .orchestrator import (
     StepReturnedNonZero,
     resolve_callable,
 )
-from .pipeline import Abandon, Attempt, FallbackFailedError, Pipeline, Tally
+from .pipeline import Abandon, Attempt, FallbackFailedError, Pipeline, Tally, report_first
 from .policies import BulkheadFullError, CircuitOpenError, StepTimeoutError
 from .redact import Redactor
 from .runtime import RunState
@@ -100,7 +100,13 @@ class StepChain:
         try:
             pipeline.guarded(attempt, 1)
         except Exception as exc:
-            first = exc
+            tally = Tally(1)
+            on_error = self._error_recorder(invocation)
+            try:
+                first = report_first(exc, on_error)
+            except BaseException:
+                self._finish(invocation, tally, started)
+                raise
         except BaseException:
             self._finish(invocation, Tally(1), started)
             raise
@@ -115,16 +121,27 @@ class StepChain:
             self._write_recovery(record)
             return
         # Outside the except block, so later errors are not chained to the first.
-        self._recover(invocation, attempt, first, started)
+        self._recover(invocation, attempt, first, started=started, tally=tally, on_error=on_error)
 
-    def _recover(
-        self, invocation: Invocation, attempt: Attempt[None], first: Exception, started: float
-    ) -> None:
-        tally = Tally()
+    def _error_recorder(self, invocation: Invocation) -> Callable[[BaseException, int], None]:
         journal, name = self.state.journal, self.step.name
 
         def on_error(exc: BaseException, number: int) -> None:
             journal.record(invocation, name, exc, attempt=number, redactor=self.redactor)
+
+        return on_error
+
+    def _recover(
+        self,
+        invocation: Invocation,
+        attempt: Attempt[None],
+        first: Exception,
+        *,
+        started: float,
+        tally: Tally,
+        on_error: Callable[[BaseException, int], None],
+    ) -> None:
+        journal, name = self.state.journal, self.step.name
 
         def fallback(exc: BaseException) -> None:
             try:

@@ -134,9 +134,9 @@ class ErrorJournal:
             "opened_at": snapshot.opened_at,
             "half_open_at": snapshot.half_open_at,
         }
-        # Built here of a snapshot's plain fields, so the Context may keep it as it is.
-        self.context.set_owned("circuit_breakers." + snapshot.name, state, who=WHO)
-        return state.copy()  # the caller's own
+        # set(), not set_owned(): the fields come from a store, which may be anyone's.
+        self.context.set("circuit_breakers." + snapshot.name, state, who=WHO)
+        return state  # set() stored a copy: this one is the caller's
 
     def _keep(self, step: str, record: ErrorRecord) -> dict[str, Any]:
         data = record.to_dict()

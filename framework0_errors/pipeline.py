@@ -32,7 +32,15 @@ from .policies import (
 from .stores.base import BreakerStore, BulkheadStore
 from .testing import Timing
 
-__all__ = ["Abandon", "Attempt", "FallbackFailedError", "Pipeline", "Tally", "slot_lease"]
+__all__ = [
+    "Abandon",
+    "Attempt",
+    "FallbackFailedError",
+    "Pipeline",
+    "Tally",
+    "report_first",
+    "slot_lease",
+]
 
 T = TypeVar("T")
 
@@ -250,7 +258,7 @@ class Pipeline(Generic[T]):
             # retrying starts only if it fails.
             value = self.guarded(attempt, 1)
         except Exception as exc:
-            first = exc
+            first = exc if on_error is None else report_first(exc, on_error)
         else:
             if tally is not None:
                 tally.outcome = "succeeded"
@@ -274,14 +282,13 @@ class Pipeline(Generic[T]):
 
         What :meth:`run` does after a failed first attempt, for callers that
         make the first attempt themselves to keep their success path short.
+        ``first`` has been told to ``on_error`` already, with
+        :func:`report_first`; ``on_error`` hears of later attempts here.
         ``started`` is when that attempt began, on the pipeline's monotonic
-        clock (``retry.deadline`` counts from it). Raises as :meth:`run` does.
+        clock (``retry.deadline`` counts from it). Call it outside the
+        ``except`` block, so that later errors are not chained to the first.
+        Raises as :meth:`run` does.
         """
-        if on_error is not None:
-            try:
-                on_error(first, 1)
-            except Exception as failed:  # as from a later attempt: its error now
-                first = failed
         count = tally if tally is not None else Tally()
         count.attempts = 1
         guarded = self.guarded
@@ -420,6 +427,21 @@ class Pipeline(Generic[T]):
             return True
         classification = self._classify(exc)
         return any(s.matches(exc, classification) for s in self._fallback_on)
+
+
+def report_first(exc: Exception, on_error: Callable[[BaseException, int], None]) -> Exception:
+    """Tell ``on_error`` that the first attempt failed with ``exc``; return the error to go on with.
+
+    Call it in the ``except`` block that caught ``exc``, as :meth:`Pipeline.run`
+    does, so that ``on_error`` sees ``exc`` as the error being handled. An
+    :class:`Exception` that ``on_error`` raises is what happens next instead,
+    as if a later attempt had failed with it.
+    """
+    try:
+        on_error(exc, 1)
+    except Exception as failed:
+        return failed
+    return exc
 
 
 def slot_lease(block: StepErrorHandling) -> float:

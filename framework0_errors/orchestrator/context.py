@@ -231,9 +231,10 @@ class Context:
     ) -> tuple[int, dict[str, Any]]:
         """Return what was set after ``version``: a version to ask from next, and values.
 
-        Version 0 is the empty Context; each ``set`` adds one. The values are
-        copies of each key's last write after ``version``, leaving out writes by
-        the writers (``who``) in ``exclude``, such as steps still running: a
+        Version 0 is the empty Context; each ``set`` or ``set_owned`` adds
+        one. The values are copies of each key's last write after
+        ``version``, leaving out writes by the writers (``who``) in
+        ``exclude``, such as steps still running: a
         checkpoint must not record half of a step's work. The version returned
         is the current one, or, when writes were left out, the one just before
         the first of them, so that they come back once their writer is done.

@@ -84,11 +84,10 @@ class Bulkhead:
         self._clock = clock
         self._sleep = sleep
         # A store in this process hands out its slots directly, with plain
-        # numbers as holder ids.
-        local_of = getattr(store, "local_bulkhead", None)
-        self._local: LocalBulkhead | None = (
-            local_of(name, limit=max_concurrent) if local_of is not None else None
-        )
+        # numbers as holder ids; they are asked for at the first acquire, so
+        # that a bulkhead never used leaves no trace in the store.
+        self._local_of: Callable[..., LocalBulkhead] | None = getattr(store, "local_bulkhead", None)
+        self._local: LocalBulkhead | None = None
 
     def call(self, fn: Callable[[], T]) -> T:
         """Return ``fn()`` run while holding a slot; re-raise whatever it raises.
@@ -113,6 +112,8 @@ class Bulkhead:
             BulkheadFullError: No slot came free within ``max_wait``.
         """
         local = self._local
+        if local is None and self._local_of is not None:
+            local = self._local = self._local_of(self.name, limit=self.max_concurrent)
         if local is not None:
             holder_id: Hashable = next(_holder_numbers)  # the slots live in this process only
             now = self._clock()

@@ -175,7 +175,9 @@ class MemoryStore:
 
         A policy reads it without a lock to skip this store's methods on its
         success path (see :class:`~framework0_errors.stores.base.BreakerCell`).
-        The cell of a name is never replaced, so it may be kept.
+        The cell of a name is never replaced, so it may be kept. A subclass
+        that overrides ``before_call`` or ``record_success`` and needs every
+        call to reach them sets ``breaker_cell = None``.
         """
         b = self._breakers.get(name)
         if b is None:
@@ -214,7 +216,7 @@ class MemoryStore:
         self, name: str, *, limit: int, holder_id: Hashable, lease_seconds: float | None, now: float
     ) -> bool:
         """Take a slot if fewer than ``limit`` unexpired ones are held; never blocks."""
-        return self.local_bulkhead(name, limit=limit).take(
+        return self._slots(name, limit).take(
             holder_id, limit=limit, lease_seconds=lease_seconds, now=now
         )
 
@@ -226,7 +228,7 @@ class MemoryStore:
 
     def wait_for_slot(self, name: str, *, limit: int, timeout: float, now: float) -> bool:
         """Block up to ``timeout`` seconds until a slot may be free; always returns True."""
-        return self.local_bulkhead(name, limit=limit).wait(limit=limit, timeout=timeout, now=now)
+        return self._slots(name, limit).wait(limit=limit, timeout=timeout, now=now)
 
     def in_use(self, name: str, *, now: float) -> int:
         """Return how many unexpired slots of ``name`` are held."""
@@ -247,8 +249,13 @@ class MemoryStore:
 
         A policy keeps it and takes and gives back slots on it directly, with
         any hashable holder id unique in this process (see
-        :class:`~framework0_errors.stores.base.LocalBulkhead`).
+        :class:`~framework0_errors.stores.base.LocalBulkhead`). A subclass
+        that overrides ``try_acquire`` or ``release`` and needs every slot to
+        go through them sets ``local_bulkhead = None``.
         """
+        return self._slots(name, limit)
+
+    def _slots(self, name: str, limit: int) -> _Bulkhead:
         bh = self._bulkheads.get(name)
         if bh is None:
             with self._lock:

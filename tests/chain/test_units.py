@@ -402,3 +402,83 @@ def test_a_first_attempt_that_succeeds_writes_the_success_record(
     assert 0 <= record["duration"] < 60
     assert record["duration"] == round(record["duration"], 6)
     assert invocation.notes == {"outcome": "succeeded", "attempts": 1}
+
+
+def test_on_error_hears_of_the_first_attempt_while_its_error_is_handled() -> None:
+    """on_error for attempt 1 sees the error as being handled; what it raises chains to it."""
+    import sys
+
+    pipeline = _pipeline({})
+    seen: list[BaseException | None] = []
+    first = ValueError("first")
+
+    def attempt(number: int, abandon: Abandon) -> None:
+        raise first
+
+    def on_error(exc: BaseException, number: int) -> None:
+        seen.append(sys.exc_info()[1])
+        raise RuntimeError("recording failed")
+
+    with pytest.raises(RuntimeError) as raised:
+        pipeline.run(attempt, on_error=on_error)
+    assert seen == [first]
+    assert raised.value.__context__ is first
+
+
+def test_an_interrupt_while_recording_the_first_failure_still_writes_the_record(
+    step_chain: Callable[[str], tuple[Any, Any]],
+) -> None:
+    """Ctrl-C in the first failure's error record ends the step with attempts 1 recorded."""
+    chain, invocation = step_chain("      retry: {max_attempts: 3}\n")
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    chain.state.journal.record = interrupted
+
+    def failing(_: Any) -> None:
+        raise ConnectionError("down")
+
+    with pytest.raises(KeyboardInterrupt) as raised:
+        chain(invocation, failing)
+    assert isinstance(raised.value.__context__, ConnectionError)
+    record = invocation.context.get("recovery.s")
+    assert (record["attempts"], record["outcome"]) == (1, "failed")
+
+
+def test_a_bulkhead_never_used_leaves_no_name_in_the_store() -> None:
+    """Building a bulkhead policy asks the store for nothing until a slot is wanted."""
+    from framework0_errors.policies import Bulkhead
+    from framework0_errors.stores import MemoryStore
+
+    store = MemoryStore()
+    bulkhead = Bulkhead("idle", max_concurrent=1, store=store)
+    assert store.bulkhead_names() == []
+    bulkhead.release(bulkhead.acquire())
+    assert store.bulkhead_names() == ["idle"]
+
+
+def test_a_store_subclass_can_turn_the_in_place_fast_paths_off() -> None:
+    """breaker_cell = None and local_bulkhead = None send every call through the methods."""
+    from framework0_errors.policies import Bulkhead, CircuitBreaker
+    from framework0_errors.stores import MemoryStore
+
+    calls: list[str] = []
+
+    class Counting(MemoryStore):
+        breaker_cell = None  # type: ignore[assignment]
+        local_bulkhead = None  # type: ignore[assignment]
+
+        def before_call(self, name: str, **kwargs: Any) -> Any:
+            calls.append("before_call")
+            return super().before_call(name, **kwargs)
+
+        def try_acquire(self, name: str, **kwargs: Any) -> bool:
+            calls.append("try_acquire")
+            return super().try_acquire(name, **kwargs)
+
+    store = Counting()
+    breaker = CircuitBreaker("b", store=store)
+    bulkhead = Bulkhead("b", max_concurrent=1, store=store)
+    assert breaker.call(lambda: bulkhead.call(lambda: 7)) == 7
+    assert calls == ["before_call", "try_acquire"]
