@@ -25,6 +25,7 @@ slow spell of a shared machine hits both sides of each ratio alike.
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import tempfile
@@ -172,6 +173,9 @@ def _run_recipe(path: Path) -> float:
     """Load ``path`` (not timed), run it with state in memory; return seconds."""
     pm = plugin_manager()
     recipe = load_checked_recipe(str(path), pm)
+    # Garbage left by earlier runs and parts would make this run's collections
+    # scan it: each run starts from a clean heap, as a fresh process would.
+    gc.collect()
     start = time.perf_counter()
     result = execute(recipe, hook=pm.hook, options={"state": "memory:"})
     assert result.succeeded
