@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .config import FallbackConfig, StepErrorHandling, resolve_reference
+from .detect import DetectedLogError
 from .orchestrator import (
     Invocation,
     MissingContextKeys,
@@ -69,6 +70,7 @@ class StepChain:
         self._monotonic = state.timing.monotonic
         self._write_recovery = state.journal.recovery_writer(step.name)
         self._run_attempt = self._attempt  # bound once: a partial of it is made per call
+        self._watched = state.log_watch.call
         self.pipeline: Pipeline[None] = Pipeline(
             block,
             name=step.name,
@@ -173,13 +175,11 @@ class StepChain:
     def _attempt(
         self, invocation: Invocation, call_next: Next, number: int, abandon: Abandon
     ) -> None:
-        # Started in the thread that runs the step's code: captures are per thread.
-        watch = self.state.log_watch
-        found = watch.start()
+        # Watched in the thread that runs the step's code: captures are per thread.
+        found: list[DetectedLogError] = []
         try:
-            call_next(invocation)
+            self._watched(call_next, invocation, found)
         finally:
-            watch.stop(found)
             if found:
                 self.state.journal.record_detected(
                     self.step.name, found, attempt=number, redactor=self.redactor

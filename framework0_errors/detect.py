@@ -23,9 +23,10 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .categories import ErrorSeverity
 
@@ -108,6 +109,7 @@ class _Filter:
 _Capture = tuple[_Filter, list[DetectedLogError]]
 _Held = _Capture | list[_Capture]
 _get_ident = threading.get_ident
+_A = TypeVar("_A")
 
 
 def _push(captures: dict[int, _Held], ident: int, held: _Held, capture: _Capture) -> None:
@@ -250,6 +252,26 @@ class LogWatch:
             del captures[ident]  # the usual case: the thread's only capture
         else:
             _pop(captures, ident, found)
+
+    def call(self, fn: Callable[[_A], object], arg: _A, found: list[DetectedLogError]) -> None:
+        """Run ``fn(arg)``, capturing the current thread's records into ``found``.
+
+        :meth:`start` and :meth:`stop` around the call, in one step. ``found``
+        holds what was captured also when ``fn`` raises.
+        """
+        capture = (self._filter, found)
+        captures = self._captures
+        ident = _get_ident()
+        held = captures.setdefault(ident, capture)
+        if held is not capture:
+            _push(captures, ident, held, capture)
+        try:
+            fn(arg)
+        finally:
+            if captures.get(ident) is capture:
+                del captures[ident]  # the usual case: the thread's only capture
+            else:
+                _pop(captures, ident, found)
 
     def close(self) -> None:
         """Let the dispatcher go once no capture or watch needs it; idempotent."""

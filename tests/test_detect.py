@@ -245,6 +245,29 @@ def test_log_watch_captures_between_start_and_stop(
     assert [d.message for d in found] == ["during"]
 
 
+@pytest.mark.parametrize("nested", [False, True])
+def test_log_watch_call_captures_the_call_only_even_when_it_raises(
+    nested: bool, watch: LogWatch, step_logger: logging.Logger
+) -> None:
+    """call() captures what fn logs, also when fn raises; an open capture sees it too."""
+    outer = watch.start() if nested else []
+
+    def work(message: str) -> None:
+        step_logger.error(message)
+        raise ConnectionError(message)
+
+    found: list[DetectedLogError] = []
+    with pytest.raises(ConnectionError):
+        watch.call(work, "inside", found)
+    step_logger.error("after")
+    watch.stop(outer)
+    assert [d.message for d in found] == ["inside"]
+    assert [d.message for d in outer] == (["inside", "after"] if nested else [])
+    again: list[DetectedLogError] = []
+    watch.call(step_logger.error, "second", again)
+    assert [d.message for d in again] == ["second"]
+
+
 @pytest.mark.parametrize("inner_first", [True, False])
 def test_log_watch_nested_captures(
     inner_first: bool, watch: LogWatch, step_logger: logging.Logger
