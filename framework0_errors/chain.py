@@ -115,7 +115,7 @@ class StepChain:
         else:
             # What _finish does for a first attempt that succeeded, in short.
             record = _SUCCEEDED.copy()
-            # _micros, inline
+            # as _micros() rounds it, inline
             record["duration"] = int((self._monotonic() - started) * 1e6 + 0.5) / 1e6
             notes = invocation.notes
             notes["outcome"] = "succeeded"
