@@ -194,7 +194,7 @@ def _recipe_runs(folder: Path, steps: int, *, sleep: bool, runs: int) -> dict[st
 
 RECIPE_KINDS = ("none", "own", "shared")
 RECIPE_LABELS = {
-    "own": "each step with a breaker and a bulkhead of its own (the default names)",
+    "own": "each step with a breaker and a bulkhead of its own",
     "shared": "one breaker and one bulkhead shared by every step",
 }
 

@@ -106,11 +106,11 @@ class StepChain:
             on_error = self._error_recorder(invocation)
             try:
                 first = report_first(exc, on_error)
-            except BaseException:
-                self._finish(invocation, tally, started)
+            except BaseException as stopped:
+                self._finish(invocation, Tally(1, stopped), started)
                 raise
-        except BaseException:
-            self._finish(invocation, Tally(1), started)
+        except BaseException as stopped:
+            self._finish(invocation, Tally(1, stopped), started)
             raise
         else:
             # What _finish does for a first attempt that succeeded, in short.

@@ -257,7 +257,8 @@ class LogWatch:
         """Run ``fn(arg)``, capturing the current thread's records into ``found``.
 
         :meth:`start` and :meth:`stop` around the call, in one step. ``found``
-        holds what was captured also when ``fn`` raises.
+        holds what was captured also when ``fn`` raises; pass a new list, not
+        one an open capture collects into (it would get each record twice).
         """
         capture = (self._filter, found)
         captures = self._captures

@@ -201,7 +201,8 @@ class LocalBulkhead(Protocol):
     Stores that hold bulkhead state in memory offer
     ``local_bulkhead(name, limit=...)``: the same operations as
     :class:`BulkheadStore` without the lookup by name, and with any hashable
-    holder id unique in this process.
+    holder id unique in this process. Every call for one name returns the
+    same object, so a policy may keep it.
     """
 
     def take(

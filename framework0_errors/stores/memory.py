@@ -245,7 +245,7 @@ class MemoryStore:
             return sorted(self._bulkheads)
 
     def local_bulkhead(self, name: str, *, limit: int) -> LocalBulkhead:
-        """Return the slots of bulkhead ``name``, made with ``limit`` on first use.
+        """Return the slots of bulkhead ``name``: made with ``limit`` on first use, kept after.
 
         A policy keeps it and takes and gives back slots on it directly, with
         any hashable holder id unique in this process (see

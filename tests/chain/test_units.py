@@ -383,7 +383,11 @@ def test_an_interrupt_in_the_first_attempt_ends_the_step_at_once(
     assert calls == [1]
     assert context.get("x") is None
     record = context.get("recovery.s")
-    assert (record["attempts"], record["outcome"], record["error_type"]) == (1, "failed", None)
+    assert (record["attempts"], record["outcome"], record["error_type"]) == (
+        1,
+        "failed",
+        "KeyboardInterrupt",
+    )
     assert invocation.notes["outcome"] == "failed"
     assert chain.pipeline.breaker.snapshot().state == "closed"  # an interrupt is no verdict
     assert chain.pipeline.bulkhead.in_use() == 0
@@ -443,7 +447,11 @@ def test_an_interrupt_while_recording_the_first_failure_still_writes_the_record(
         chain(invocation, failing)
     assert isinstance(raised.value.__context__, ConnectionError)
     record = invocation.context.get("recovery.s")
-    assert (record["attempts"], record["outcome"]) == (1, "failed")
+    assert (record["attempts"], record["outcome"], record["error_type"]) == (
+        1,
+        "failed",
+        "KeyboardInterrupt",
+    )
 
 
 def test_a_bulkhead_never_used_leaves_no_name_in_the_store() -> None:
