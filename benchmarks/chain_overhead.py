@@ -13,7 +13,11 @@ slow spell of a shared machine hits both sides of each ratio alike.
    Two figures: the policy pipeline alone (what ``@resilient`` runs, and
    what tenacity+pybreaker do), and a recipe step's whole chain, which
    also writes ``recovery.<step>`` to the Context and watches the step's
-   log for errors. Targets: under 2 us added; at least 7x cheaper.
+   log for errors. Targets: under 2 us added; at least 7x cheaper. The
+   "under 2 us" was set on a machine where a hand-written fallback + breaker
+   + semaphore + retry chain costs ~1.2 us; that chain is measured here too,
+   so the target also reads as a ratio against it, whatever this machine's
+   speed.
 2. With a timeout: the chain against a bare
    ``ThreadPoolExecutor.submit(f).result(timeout)`` round trip. Target: 1.2x.
 3. A recipe of 1 ms steps run with and without error_handling blocks, the
@@ -29,6 +33,7 @@ import gc
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -150,6 +155,40 @@ def _hand_written() -> Callable[[], int]:
     return once
 
 
+def _hand_written_chain() -> Callable[[], int]:
+    """The issue's reference: fallback + breaker + semaphore + retry, written by hand."""
+    slots = threading.Semaphore(4)
+    failures = 0
+    opened_at: float | None = None
+
+    def once() -> int:
+        nonlocal failures, opened_at
+        if opened_at is not None:
+            if time.monotonic() - opened_at < 60.0:
+                return 1  # open: the fallback
+            opened_at = None
+        for attempt in range(3):
+            if not slots.acquire(timeout=0):
+                return 1  # full: the fallback
+            try:
+                value = work()
+            except ConnectionError:
+                failures += 1
+                if failures >= 5:
+                    opened_at = time.monotonic()
+                if attempt == 2:
+                    return 1
+                time.sleep(0.01 * 2**attempt)
+                continue
+            finally:
+                slots.release()
+            failures = 0
+            return value
+        return 1
+
+    return once
+
+
 def _recipe(folder: Path, steps: int, blocks: str, *, sleep: bool) -> Path:
     """Write a recipe of ``steps`` steps that sleep 1 ms (or return at once).
 
@@ -192,6 +231,9 @@ def _recipe_runs(folder: Path, steps: int, *, sleep: bool, runs: int) -> dict[st
     return times
 
 
+# The issue's reference figures: a bare call ~20 ns, the hand-written chain ~1.2 us.
+REFERENCE_LIMIT = (2.0 + 0.02) / 1.2
+
 RECIPE_KINDS = ("none", "own", "shared")
 RECIPE_LABELS = {
     "own": "each step with a breaker and a bulkhead of its own",
@@ -211,15 +253,17 @@ def main() -> None:
         {
             "bare": work,
             "hand": _hand_written(),
+            "hand_chain": _hand_written_chain(),
             "pipeline": _resilient(),
             "chain": _chain(),
             "theirs": _tenacity_pybreaker(),
         },
         n // 4,
     )
-    bare, hand, pipeline, ours, theirs = (
+    bare, hand, hand_chain, pipeline, ours, theirs = (
         t["bare"],
         t["hand"],
+        t["hand_chain"],
         t["pipeline"],
         t["chain"],
         t["theirs"],
@@ -237,12 +281,18 @@ def main() -> None:
     print("1. success path, retry + circuit_breaker + bulkhead + fallback")
     print(f"   bare call:               {bare * 1e9:9.0f} ns")
     print(f"   hand-written retry loop: {hand * 1e9:9.0f} ns")
+    print(f"   hand-written fallback + breaker + semaphore + retry: {hand_chain * 1e9:.0f} ns")
     print(f"   tenacity + pybreaker:    {theirs * 1e9:9.0f} ns")
     for label, cost in (("policy pipeline (@resilient)", pipeline), ("recipe step chain", ours)):
         print(
             f"   {label + ':':29s}{cost * 1e9:6.0f} ns  (adds {(cost - bare) * 1e6:.2f} us; "
-            f"tenacity+pybreaker / it: {theirs / cost:.1f}x)"
+            f"tenacity+pybreaker / it: {theirs / cost:.1f}x; "
+            f"it / hand-written chain: {cost / hand_chain:.2f}x)"
         )
+    print(
+        "   (the issue's machine: hand-written chain ~1.2 us, so under 2 us added is "
+        f"at most {REFERENCE_LIMIT:.2f}x the hand-written chain)"
+    )
     for with_bulkhead, (in_memory, on_disk, grown) in sqlite.items():
         what = (
             "with bulkhead (a slot lease taken and given back per call)"

@@ -69,7 +69,8 @@ class StepChain:
         self.notify_channels = tuple(block.notify)
         self._monotonic = state.timing.monotonic
         self._write_recovery = state.journal.recovery_writer(step.name)
-        self._run_attempt = self._attempt  # bound once: a partial of it is made per call
+        # Bound once: a partial of it is made per call.
+        self._run_attempt = self._attempt if block.timeout is None else self._fenced_attempt
         self._watched = state.log_watch.call
         self.pipeline: Pipeline[None] = Pipeline(
             block,
@@ -85,22 +86,11 @@ class StepChain:
 
     def __call__(self, invocation: Invocation, call_next: Next) -> None:
         started = self._monotonic()
-        pipeline = self.pipeline
-        attempt: Attempt[None]
-        if pipeline.timeout_seconds is None:
-            attempt = functools.partial(self._run_attempt, invocation, call_next)
-        else:
-
-            def attempt(number: int, abandon: Abandon) -> None:
-                # An attempt that may be abandoned writes through its own fenceable view.
-                view = invocation.context.child()
-                abandon.add(view.fence)
-                self._attempt(invocation.with_context(view), call_next, number, abandon)
-
+        attempt: Attempt[None] = functools.partial(self._run_attempt, invocation, call_next)
         # The first attempt is made here, so that the success path, nearly every
         # call, builds nothing it does not use.
         try:
-            pipeline.guarded(attempt, 1)
+            self.pipeline.guarded(attempt, 1)
         except Exception as exc:
             tally = Tally(1)
             on_error = self._error_recorder(invocation)
@@ -184,6 +174,14 @@ class StepChain:
                 self.state.journal.record_detected(
                     self.step.name, found, attempt=number, redactor=self.redactor
                 )
+
+    def _fenced_attempt(
+        self, invocation: Invocation, call_next: Next, number: int, abandon: Abandon
+    ) -> None:
+        # An attempt that may be abandoned writes through its own fenceable view.
+        view = invocation.context.child()
+        abandon.add(view.fence)
+        self._attempt(invocation.with_context(view), call_next, number, abandon)
 
     def _run_fallback(self, invocation: Invocation) -> None:
         assert self.fallback is not None

@@ -269,9 +269,9 @@ class LogWatch:
         try:
             fn(arg)
         finally:
-            if captures.get(ident) is capture:
-                del captures[ident]  # the usual case: the thread's only capture
-            else:
+            left = captures.pop(ident, None)
+            if left is not capture and left is not None:  # nested: put back what stays open
+                captures[ident] = left
                 _pop(captures, ident, found)
 
     def close(self) -> None:

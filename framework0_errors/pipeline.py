@@ -341,17 +341,28 @@ class Pipeline(Generic[T]):
         breaker, bulkhead = self.breaker, self.bulkhead
         assert breaker is not None
         assert bulkhead is not None
-        admission = breaker.acquire_permission()
+        # A closed breaker kept in this process admits the call and takes its
+        # success as it is, with no call (see CircuitBreaker.cell).
+        cell = breaker.cell
+        if cell is not None and cell.state == "closed":
+            admission = cell.admission
+        else:
+            admission = breaker.acquire_permission()
         try:
             holder = bulkhead.acquire()
+            slots = bulkhead.slots  # known once acquire has run
             try:
                 value = attempt(number, _NEVER)
             finally:
-                bulkhead.release(holder)
+                if slots is not None:
+                    slots.give(holder)
+                else:
+                    bulkhead.release(holder)
         except BaseException as exc:
             breaker.on_error(exc, admission)
             raise
-        breaker.on_success(admission)
+        if cell is None or cell.failures or cell.state != "closed":
+            breaker.on_success(admission)
         return value
 
     def _slot(self, attempt: Attempt[T], number: int) -> T:

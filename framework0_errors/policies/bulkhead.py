@@ -71,10 +71,14 @@ class Bulkhead:
             raise ValueError(f"max_concurrent must be an integer; got {max_concurrent!r}")
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1; got {max_concurrent}")
-        _check_seconds("max_wait", max_wait, allow_zero=True)
-        if lease_seconds is not None:
+        # Checked inline first, as the chained comparisons _check_seconds makes
+        # (NaN fails them too): a run builds a bulkhead per step.
+        if not 0.0 <= max_wait < math.inf:
+            _check_seconds("max_wait", max_wait, allow_zero=True)
+        if lease_seconds is not None and not 0.0 < lease_seconds < math.inf:
             _check_seconds("lease_seconds", lease_seconds, allow_zero=False)
-        _check_seconds("poll_interval", poll_interval, allow_zero=False)
+        if not 0.0 < poll_interval < math.inf:
+            _check_seconds("poll_interval", poll_interval, allow_zero=False)
         self.name = name
         self.max_concurrent = max_concurrent
         self.max_wait = max_wait
@@ -87,7 +91,10 @@ class Bulkhead:
         # numbers as holder ids; they are asked for at the first acquire, so
         # that a bulkhead never used leaves no trace in the store.
         self._local_of: Callable[..., LocalBulkhead] | None = getattr(store, "local_bulkhead", None)
-        self._local: LocalBulkhead | None = None
+        self.slots: LocalBulkhead | None = None
+        """This bulkhead's slots, once :meth:`acquire` found that the store keeps them in
+        this process; else None. A caller may give back a holder id of that
+        process with ``slots.give(holder_id)`` instead of :meth:`release`."""
 
     def call(self, fn: Callable[[], T]) -> T:
         """Return ``fn()`` run while holding a slot; re-raise whatever it raises.
@@ -111,9 +118,9 @@ class Bulkhead:
         Raises:
             BulkheadFullError: No slot came free within ``max_wait``.
         """
-        local = self._local
+        local = self.slots
         if local is None and self._local_of is not None:
-            local = self._local = self._local_of(self.name, limit=self.max_concurrent)
+            local = self.slots = self._local_of(self.name, limit=self.max_concurrent)
         if local is not None:
             holder_id: Hashable = next(_holder_numbers)  # the slots live in this process only
             now = self._clock()
@@ -133,7 +140,7 @@ class Bulkhead:
 
     def release(self, holder_id: Hashable) -> None:
         """Give back the slot :meth:`acquire` returned ``holder_id`` for."""
-        local = self._local
+        local = self.slots
         if local is not None:
             local.give(holder_id)
         else:
@@ -141,7 +148,7 @@ class Bulkhead:
             self.store.release(self.name, holder_id=holder_id)
 
     def _try(self, holder_id: Hashable, now: float) -> bool:
-        local = self._local
+        local = self.slots
         if local is not None:
             return local.take(
                 holder_id, limit=self.max_concurrent, lease_seconds=self.lease_seconds, now=now
@@ -179,7 +186,7 @@ class Bulkhead:
 
 
 def _check_seconds(name: str, value: float, *, allow_zero: bool) -> None:
-    # One chained comparison: NaN fails it too. A chain is built per step per run.
+    # One chained comparison: NaN fails it too.
     if not (0.0 <= value < math.inf if allow_zero else 0.0 < value < math.inf):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a finite number of seconds {bound}; got {value!r}")

@@ -70,9 +70,12 @@ class CircuitBreaker:
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"circuit breaker name must be a non-empty string; got {name!r}")
-        _check_count("failure_threshold", failure_threshold)
-        _check_count("half_open_max_calls", half_open_max_calls)
-        if not math.isfinite(recovery_timeout) or recovery_timeout <= 0:
+        # Plain ints pass without a call: a run builds a breaker per step.
+        if type(failure_threshold) is not int or failure_threshold < 1:
+            _check_count("failure_threshold", failure_threshold)
+        if type(half_open_max_calls) is not int or half_open_max_calls < 1:
+            _check_count("half_open_max_calls", half_open_max_calls)
+        if not 0 < recovery_timeout < math.inf:
             raise ValueError(
                 f"recovery_timeout must be a finite number of seconds > 0; got {recovery_timeout!r}"
             )
@@ -86,7 +89,13 @@ class CircuitBreaker:
         self._on_state_change = on_state_change
         # A store in this process lets the success path read the state directly.
         cell_of = getattr(store, "breaker_cell", None)
-        self._cell: BreakerCell | None = cell_of(name) if cell_of is not None else None
+        self.cell: BreakerCell | None = cell_of(name) if cell_of is not None else None
+        """The live state of this breaker, when the store keeps it in this process; else None.
+
+        A caller that guards many calls may admit one itself while ``cell.state`` is
+        ``closed`` (with ``cell.admission``), and skip :meth:`on_success` after it
+        while ``cell.failures`` is also 0: what :meth:`acquire_permission` and
+        :meth:`on_success` would do, without the calls."""
 
     def call(self, fn: Callable[[], T]) -> T:
         """Return ``fn()`` if the breaker admits the call; re-raise whatever it raises.
@@ -115,7 +124,7 @@ class CircuitBreaker:
             CircuitOpenError: The breaker is open, or half-open with every trial slot
                 taken.
         """
-        cell = self._cell
+        cell = self.cell
         if cell is not None and cell.state == "closed":
             return cell.admission
         now = self._clock()
@@ -142,7 +151,7 @@ class CircuitBreaker:
 
     def on_success(self, admission: Admission) -> None:
         """Record that the admitted call succeeded."""
-        cell = self._cell
+        cell = self.cell
         if cell is not None and cell.state == "closed" and not cell.failures:
             return  # what the store would do: nothing
         transition = self.store.record_success(self.name, now=self._clock(), admission=admission)

@@ -466,12 +466,8 @@ def test_a_bulkhead_never_used_leaves_no_name_in_the_store() -> None:
     assert store.bulkhead_names() == ["idle"]
 
 
-def test_a_store_subclass_can_turn_the_in_place_fast_paths_off() -> None:
-    """breaker_cell = None and local_bulkhead = None send every call through the methods."""
-    from framework0_errors.policies import Bulkhead, CircuitBreaker
+def _counting_store(calls: list[str]) -> Any:
     from framework0_errors.stores import MemoryStore
-
-    calls: list[str] = []
 
     class Counting(MemoryStore):
         breaker_cell = None  # type: ignore[assignment]
@@ -481,12 +477,123 @@ def test_a_store_subclass_can_turn_the_in_place_fast_paths_off() -> None:
             calls.append("before_call")
             return super().before_call(name, **kwargs)
 
+        def record_success(self, name: str, **kwargs: Any) -> Any:
+            calls.append("record_success")
+            return super().record_success(name, **kwargs)
+
         def try_acquire(self, name: str, **kwargs: Any) -> bool:
             calls.append("try_acquire")
             return super().try_acquire(name, **kwargs)
 
-    store = Counting()
+        def release(self, name: str, **kwargs: Any) -> None:
+            calls.append("release")
+            super().release(name, **kwargs)
+
+    return Counting()
+
+
+def test_a_store_subclass_can_turn_the_in_place_fast_paths_off() -> None:
+    """breaker_cell = None and local_bulkhead = None send every call through the methods."""
+    from framework0_errors.policies import Bulkhead, CircuitBreaker
+
+    calls: list[str] = []
+    store = _counting_store(calls)
     breaker = CircuitBreaker("b", store=store)
     bulkhead = Bulkhead("b", max_concurrent=1, store=store)
     assert breaker.call(lambda: bulkhead.call(lambda: 7)) == 7
-    assert calls == ["before_call", "try_acquire"]
+    assert calls == ["before_call", "try_acquire", "release", "record_success"]
+
+
+def test_breaker_and_bulkhead_without_in_place_state_go_through_the_store() -> None:
+    """A block with a breaker and a bulkhead over a store that keeps no live state."""
+    from framework0_errors.classify import Classifier
+    from framework0_errors.pipeline import Pipeline
+    from framework0_errors.testing import timing
+
+    calls: list[str] = []
+    store = _counting_store(calls)
+    pipeline = Pipeline(
+        _block({"circuit_breaker": {"name": "b"}, "bulkhead": {"name": "b", "max_concurrent": 1}}),
+        name="p",
+        breaker_store=store,
+        bulkhead_store=store,
+        timing=timing(),
+        classify=Classifier([]).classify,
+    )
+    assert pipeline.breaker.cell is None
+    assert pipeline.run(lambda number, abandon: 7) == 7
+    assert pipeline.bulkhead.slots is None
+    assert calls == ["before_call", "try_acquire", "release", "record_success"]
+    assert store.in_use("b", now=0.0) == 0
+
+
+def test_a_half_open_breaker_with_a_bulkhead_closes_on_a_successful_trial() -> None:
+    """While not closed, the breaker's own methods admit the trial and judge it."""
+    with fake_time() as clock:
+        pipeline = _pipeline(
+            {
+                "circuit_breaker": {"failure_threshold": 1, "recovery_timeout": 10},
+                "bulkhead": {"max_concurrent": 1},
+            }
+        )
+        breaker = pipeline.breaker
+
+        def down(number: int, abandon: Abandon) -> None:
+            raise ConnectionError("down")
+
+        with pytest.raises(ConnectionError):
+            pipeline.run(down)
+        assert breaker.snapshot().state == "open"
+        clock.advance(10)
+        assert breaker.cell.state == "open"  # half-open is decided at the next call
+        assert pipeline.run(lambda number, abandon: "up") == "up"
+        assert breaker.snapshot().state == "closed"
+        assert breaker.cell.state == "closed"
+        assert pipeline.bulkhead.slots is not None
+        assert pipeline.bulkhead.in_use() == 0
+
+
+def test_a_closed_breaker_with_failures_records_the_success_that_clears_them() -> None:
+    """The in-place shortcut skips on_success only when there is nothing to clear."""
+    pipeline = _pipeline(
+        {"circuit_breaker": {"failure_threshold": 3}, "bulkhead": {"max_concurrent": 2}}
+    )
+
+    def down(number: int, abandon: Abandon) -> None:
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        pipeline.run(down)
+    assert pipeline.breaker.cell.failures == 1
+    pipeline.run(lambda number, abandon: None)
+    assert pipeline.breaker.snapshot().consecutive_failures == 0
+
+
+def test_breaker_state_of_plain_types_is_stored_as_built_and_others_are_checked(
+    step_chain: Callable[[str], tuple[Any, Any]],
+) -> None:
+    """set_breaker hands plain fields over; a third-party store's other types go through set()."""
+    from framework0_errors.orchestrator import ContextValueError
+    from framework0_errors.stores.base import BreakerSnapshot
+
+    chain, _ = step_chain("      retry: {max_attempts: 1}\n")
+    journal, context = chain.state.journal, chain.state.journal.context
+
+    written = journal.set_breaker(BreakerSnapshot("p", "open", 2, 10.0, 70.0))
+    assert written == context.get("circuit_breakers.p")
+    written["state"] = "changed by the caller"
+    assert context.get("circuit_breakers.p")["state"] == "open"
+
+    class State(str):
+        pass
+
+    journal.set_breaker(BreakerSnapshot("q", State("closed"), 0, None, None))
+    assert context.get("circuit_breakers.q") == {
+        "state": "closed",
+        "consecutive_failures": 0,
+        "opened_at": None,
+        "half_open_at": None,
+    }
+    with pytest.raises(ContextValueError):
+        journal.set_breaker(BreakerSnapshot("r", "open", 1, 5.0, float("inf")))
+    assert context.get("circuit_breakers.r") is None
