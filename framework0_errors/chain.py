@@ -80,6 +80,7 @@ class StepChain:
             timing=state.timing,
             classify=state.journal.classify,
             on_breaker_change=self._breaker_changed,
+            shared=state.policies,
         )
         if self.pipeline.breaker is not None:
             state.breakers.add(self.pipeline.breaker.name)
@@ -228,10 +229,12 @@ class StepChain:
             self.state.notify("recovered", step=self.step.name, attempts=attempts)
 
     def _breaker_changed(self, name: str, old: str, new: str) -> None:
-        assert self.pipeline.breaker is not None
-        self.state.journal.set_breaker(self.pipeline.breaker.snapshot())
+        # Told by whichever step's chain built the breaker, as the run shares
+        # it: nothing here depends on that step.
+        state = self.state
+        state.journal.set_breaker(state.store.snapshot(name, now=state.timing.wall()))
         if new in ("open", "closed"):
-            self.state.notify(
+            state.notify(
                 f"breaker_{'opened' if new == 'open' else 'closed'}", step=None, breaker=name
             )
 

@@ -37,6 +37,7 @@ __all__ = [
     "Attempt",
     "FallbackFailedError",
     "Pipeline",
+    "SharedPolicies",
     "Tally",
     "report_first",
     "slot_lease",
@@ -113,6 +114,25 @@ class Tally:
     outcome: str = ""
 
 
+class SharedPolicies:
+    """The breakers and bulkheads that pipelines built, by name and settings, to share.
+
+    A breaker or bulkhead object keeps its state in its store, not in itself,
+    so pipelines naming the same one with the same settings can use one
+    object: a run whose thousand steps share a breaker builds it once. Give
+    one to pipelines over the same stores, timing and ``on_breaker_change``
+    only; a pipeline uses what it finds here whoever built it.
+    """
+
+    __slots__ = ("breakers", "bulkheads")
+
+    def __init__(self) -> None:
+        self.breakers: dict[tuple[str, int, float, int], CircuitBreaker] = {}
+        """(name, failure_threshold, recovery_timeout, half_open_max_calls) -> breaker"""
+        self.bulkheads: dict[tuple[str, int, float, float], Bulkhead] = {}
+        """(name, max_concurrent, max_wait, lease_seconds) -> bulkhead"""
+
+
 Attempt = Callable[[int, Abandon], T]
 """One attempt: ``attempt(number, abandon)``, numbered from 1."""
 Guarded = Callable[[Attempt[T], int], T]
@@ -129,6 +149,8 @@ class Pipeline(Generic[T]):
         timing: Clocks and sleep.
         classify: The classifier, for ``retry_on``, ``give_up_on`` and ``fallback.on``.
         on_breaker_change: Told ``(name, old, new)`` after each breaker transition.
+        shared: Breakers and bulkheads other pipelines built, to use instead of
+            building equal ones (see :class:`SharedPolicies`).
     """
 
     def __init__(
@@ -141,6 +163,7 @@ class Pipeline(Generic[T]):
         timing: Timing,
         classify: Callable[[BaseException], Classification],
         on_breaker_change: Callable[[str, str, str], None] | None = None,
+        shared: SharedPolicies | None = None,
     ) -> None:
         self.name = name
         self.block = block
@@ -150,31 +173,49 @@ class Pipeline(Generic[T]):
         self._retry_clock: Callable[[], float] = (
             _no_clock if block.retry is None else timing.monotonic
         )
+        shared = shared if shared is not None else SharedPolicies()
         self.breaker: CircuitBreaker | None = None
         if block.circuit_breaker is not None:
             cb = block.circuit_breaker
-            self.breaker = CircuitBreaker(
+            breaker_key = (
                 cb.name or name,
-                failure_threshold=cb.failure_threshold,
-                recovery_timeout=cb.recovery_timeout,
-                half_open_max_calls=cb.half_open_max_calls,
-                store=breaker_store,
-                clock=timing.wall,
-                counts_as_failure=_counts_for_breaker,
-                on_state_change=on_breaker_change,
+                cb.failure_threshold,
+                cb.recovery_timeout,
+                cb.half_open_max_calls,
             )
+            self.breaker = shared.breakers.get(breaker_key)
+            if self.breaker is None:
+                self.breaker = shared.breakers.setdefault(
+                    breaker_key,
+                    CircuitBreaker(
+                        breaker_key[0],
+                        failure_threshold=cb.failure_threshold,
+                        recovery_timeout=cb.recovery_timeout,
+                        half_open_max_calls=cb.half_open_max_calls,
+                        store=breaker_store,
+                        clock=timing.wall,
+                        counts_as_failure=_counts_for_breaker,
+                        on_state_change=on_breaker_change,
+                    ),
+                )
         self.bulkhead: Bulkhead | None = None
         if block.bulkhead is not None:
             bh = block.bulkhead
-            self.bulkhead = Bulkhead(
-                bh.name or name,
-                max_concurrent=bh.max_concurrent,
-                max_wait=bh.max_wait,
-                store=bulkhead_store,
-                clock=timing.wall,
-                sleep=timing.sleep,
-                lease_seconds=slot_lease(block),
-            )
+            bulkhead_key = (bh.name or name, bh.max_concurrent, bh.max_wait, slot_lease(block))
+            self.bulkhead = shared.bulkheads.get(bulkhead_key)
+            if self.bulkhead is None:
+                self.bulkhead = shared.bulkheads.setdefault(
+                    bulkhead_key,
+                    Bulkhead(
+                        bulkhead_key[0],
+                        max_concurrent=bh.max_concurrent,
+                        max_wait=bh.max_wait,
+                        store=bulkhead_store,
+                        clock=timing.wall,
+                        sleep=timing.sleep,
+                        lease_seconds=bulkhead_key[3],
+                    ),
+                )
         self.timeout_seconds = block.timeout.seconds if block.timeout is not None else None
         self._timeout = Timeout(block.timeout.seconds) if block.timeout is not None else None
         # Composed once, from the policies the block has, so that a call runs

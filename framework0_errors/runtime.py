@@ -13,6 +13,7 @@ from .detect import LogWatch
 from .journal import ErrorJournal
 from .notify import NotificationEvent, Notifier
 from .orchestrator import Run, Step
+from .pipeline import SharedPolicies
 from .recovery import RecoveryRunResult
 from .redact import DEFAULT_SECRET_KEYS, Redactor
 from .rollback import Compensations
@@ -43,6 +44,8 @@ class RunState:
     recipe_path: str = ""
     recipe_hash: str = ""
     breakers: set[str] = field(default_factory=set)
+    policies: SharedPolicies = field(default_factory=SharedPolicies)
+    """The run's breaker and bulkhead objects, shared by the steps that name them alike."""
     unsaved: dict[str, str] = field(default_factory=dict)
     redactors: dict[str, Redactor] = field(default_factory=dict)
     store_failed: bool = False

@@ -597,3 +597,36 @@ def test_breaker_state_of_plain_types_is_stored_as_built_and_others_are_checked(
     with pytest.raises(ContextValueError):
         journal.set_breaker(BreakerSnapshot("r", "open", 1, 5.0, float("inf")))
     assert context.get("circuit_breakers.r") is None
+
+
+def test_pipelines_share_the_breakers_and_bulkheads_they_name_alike() -> None:
+    """One object per name and settings; a different name or setting gets its own."""
+    from framework0_errors.classify import Classifier
+    from framework0_errors.pipeline import Pipeline, SharedPolicies
+    from framework0_errors.stores.memory import MemoryStore
+    from framework0_errors.testing import timing
+
+    store, shared = MemoryStore(), SharedPolicies()
+
+    def build(name: str, block: dict[str, Any]) -> Any:
+        return Pipeline(
+            _block(block),
+            name=name,
+            breaker_store=store,
+            bulkhead_store=store,
+            timing=timing(),
+            classify=Classifier([]).classify,
+            shared=shared,
+        )
+
+    both = {"circuit_breaker": {"name": "api"}, "bulkhead": {"name": "api", "max_concurrent": 2}}
+    first, second = build("a", both), build("b", both)
+    assert first.breaker is second.breaker
+    assert first.bulkhead is second.bulkhead
+    own = build("c", {"circuit_breaker": {}, "bulkhead": {"max_concurrent": 2}})
+    assert own.breaker.name == own.bulkhead.name == "c"
+    timed = build("d", {**both, "timeout": {"seconds": 5}})
+    assert timed.breaker is first.breaker
+    assert timed.bulkhead is not first.bulkhead  # its slot lease differs
+    assert len(shared.breakers) == 2
+    assert len(shared.bulkheads) == 3
