@@ -183,39 +183,37 @@ class Pipeline(Generic[T]):
                 cb.recovery_timeout,
                 cb.half_open_max_calls,
             )
-            self.breaker = shared.breakers.get(breaker_key)
-            if self.breaker is None:
-                self.breaker = shared.breakers.setdefault(
-                    breaker_key,
-                    CircuitBreaker(
-                        breaker_key[0],
-                        failure_threshold=cb.failure_threshold,
-                        recovery_timeout=cb.recovery_timeout,
-                        half_open_max_calls=cb.half_open_max_calls,
-                        store=breaker_store,
-                        clock=timing.wall,
-                        counts_as_failure=_counts_for_breaker,
-                        on_state_change=on_breaker_change,
-                    ),
-                )
+            self.breaker = _reuse(
+                shared.breakers,
+                breaker_key,
+                lambda: CircuitBreaker(
+                    breaker_key[0],
+                    failure_threshold=cb.failure_threshold,
+                    recovery_timeout=cb.recovery_timeout,
+                    half_open_max_calls=cb.half_open_max_calls,
+                    store=breaker_store,
+                    clock=timing.wall,
+                    counts_as_failure=_counts_for_breaker,
+                    on_state_change=on_breaker_change,
+                ),
+            )
         self.bulkhead: Bulkhead | None = None
         if block.bulkhead is not None:
             bh = block.bulkhead
             bulkhead_key = (bh.name or name, bh.max_concurrent, bh.max_wait, slot_lease(block))
-            self.bulkhead = shared.bulkheads.get(bulkhead_key)
-            if self.bulkhead is None:
-                self.bulkhead = shared.bulkheads.setdefault(
-                    bulkhead_key,
-                    Bulkhead(
-                        bulkhead_key[0],
-                        max_concurrent=bh.max_concurrent,
-                        max_wait=bh.max_wait,
-                        store=bulkhead_store,
-                        clock=timing.wall,
-                        sleep=timing.sleep,
-                        lease_seconds=bulkhead_key[3],
-                    ),
-                )
+            self.bulkhead = _reuse(
+                shared.bulkheads,
+                bulkhead_key,
+                lambda: Bulkhead(
+                    bulkhead_key[0],
+                    max_concurrent=bh.max_concurrent,
+                    max_wait=bh.max_wait,
+                    store=bulkhead_store,
+                    clock=timing.wall,
+                    sleep=timing.sleep,
+                    lease_seconds=bulkhead_key[3],
+                ),
+            )
         self.timeout_seconds = block.timeout.seconds if block.timeout is not None else None
         self._timeout = Timeout(block.timeout.seconds) if block.timeout is not None else None
         # Composed once, from the policies the block has, so that a call runs
@@ -518,6 +516,16 @@ class _Never(Abandon):
 
 
 _NEVER = _Never()
+
+
+_K = TypeVar("_K")
+_P = TypeVar("_P")
+
+
+def _reuse(table: dict[_K, _P], key: _K, build: Callable[[], _P]) -> _P:
+    # What another pipeline built for the same key, else a new one, kept for the next.
+    found = table.get(key)
+    return found if found is not None else table.setdefault(key, build())
 
 
 def _no_clock() -> float:
