@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from .classify import Classification, Selector, parse_selector
-from .config import StepErrorHandling
+from .config import BulkheadConfig, CircuitBreakerConfig, StepErrorHandling
 from .orchestrator.problems import Framework0Error
 from .policies import (
     BackoffSettings,
@@ -132,6 +132,62 @@ class SharedPolicies:
         self.bulkheads: dict[tuple[str, int, float, float], Bulkhead] = {}
         """(name, max_concurrent, max_wait, lease_seconds) -> bulkhead"""
 
+    def breaker(
+        self,
+        config: CircuitBreakerConfig,
+        *,
+        default_name: str,
+        store: BreakerStore,
+        clock: Callable[[], float],
+        on_state_change: Callable[[str, str, str], None] | None,
+    ) -> CircuitBreaker:
+        """Return the breaker ``config`` describes (named ``default_name`` if unnamed)."""
+        key = (
+            config.name or default_name,
+            config.failure_threshold,
+            config.recovery_timeout,
+            config.half_open_max_calls,
+        )
+        found = self.breakers.get(key)
+        if found is None:
+            made = CircuitBreaker(
+                key[0],
+                failure_threshold=config.failure_threshold,
+                recovery_timeout=config.recovery_timeout,
+                half_open_max_calls=config.half_open_max_calls,
+                store=store,
+                clock=clock,
+                counts_as_failure=_counts_for_breaker,
+                on_state_change=on_state_change,
+            )
+            found = self.breakers.setdefault(key, made)  # another thread's, if it was first
+        return found
+
+    def bulkhead(
+        self,
+        config: BulkheadConfig,
+        *,
+        default_name: str,
+        lease_seconds: float,
+        store: BulkheadStore,
+        timing: Timing,
+    ) -> Bulkhead:
+        """Return the bulkhead ``config`` describes (named ``default_name`` if unnamed)."""
+        key = (config.name or default_name, config.max_concurrent, config.max_wait, lease_seconds)
+        found = self.bulkheads.get(key)
+        if found is None:
+            made = Bulkhead(
+                key[0],
+                max_concurrent=config.max_concurrent,
+                max_wait=config.max_wait,
+                store=store,
+                clock=timing.wall,
+                sleep=timing.sleep,
+                lease_seconds=lease_seconds,
+            )
+            found = self.bulkheads.setdefault(key, made)
+        return found
+
 
 Attempt = Callable[[int, Abandon], T]
 """One attempt: ``attempt(number, abandon)``, numbered from 1."""
@@ -176,43 +232,21 @@ class Pipeline(Generic[T]):
         shared = shared if shared is not None else SharedPolicies()
         self.breaker: CircuitBreaker | None = None
         if block.circuit_breaker is not None:
-            cb = block.circuit_breaker
-            breaker_key = (
-                cb.name or name,
-                cb.failure_threshold,
-                cb.recovery_timeout,
-                cb.half_open_max_calls,
-            )
-            self.breaker = _reuse(
-                shared.breakers,
-                breaker_key,
-                lambda: CircuitBreaker(
-                    breaker_key[0],
-                    failure_threshold=cb.failure_threshold,
-                    recovery_timeout=cb.recovery_timeout,
-                    half_open_max_calls=cb.half_open_max_calls,
-                    store=breaker_store,
-                    clock=timing.wall,
-                    counts_as_failure=_counts_for_breaker,
-                    on_state_change=on_breaker_change,
-                ),
+            self.breaker = shared.breaker(
+                block.circuit_breaker,
+                default_name=name,
+                store=breaker_store,
+                clock=timing.wall,
+                on_state_change=on_breaker_change,
             )
         self.bulkhead: Bulkhead | None = None
         if block.bulkhead is not None:
-            bh = block.bulkhead
-            bulkhead_key = (bh.name or name, bh.max_concurrent, bh.max_wait, slot_lease(block))
-            self.bulkhead = _reuse(
-                shared.bulkheads,
-                bulkhead_key,
-                lambda: Bulkhead(
-                    bulkhead_key[0],
-                    max_concurrent=bh.max_concurrent,
-                    max_wait=bh.max_wait,
-                    store=bulkhead_store,
-                    clock=timing.wall,
-                    sleep=timing.sleep,
-                    lease_seconds=bulkhead_key[3],
-                ),
+            self.bulkhead = shared.bulkhead(
+                block.bulkhead,
+                default_name=name,
+                lease_seconds=slot_lease(block),
+                store=bulkhead_store,
+                timing=timing,
             )
         self.timeout_seconds = block.timeout.seconds if block.timeout is not None else None
         self._timeout = Timeout(block.timeout.seconds) if block.timeout is not None else None
@@ -516,16 +550,6 @@ class _Never(Abandon):
 
 
 _NEVER = _Never()
-
-
-_K = TypeVar("_K")
-_P = TypeVar("_P")
-
-
-def _reuse(table: dict[_K, _P], key: _K, build: Callable[[], _P]) -> _P:
-    # What another pipeline built for the same key, else a new one, kept for the next.
-    found = table.get(key)
-    return found if found is not None else table.setdefault(key, build())
 
 
 def _no_clock() -> float:
