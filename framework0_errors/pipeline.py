@@ -115,22 +115,21 @@ class Tally:
 
 
 class SharedPolicies:
-    """The breakers and bulkheads that pipelines built, by name and settings, to share.
+    """The breakers and bulkheads that pipelines built, by name, to share.
 
     A breaker or bulkhead object keeps its state in its store, not in itself,
     so pipelines naming the same one with the same settings can use one
     object: a run whose thousand steps share a breaker builds it once. Give
     one to pipelines over the same stores, timing and ``on_breaker_change``
-    only; a pipeline uses what it finds here whoever built it.
+    only; a pipeline uses what it finds here whoever built it. A name asked
+    for with other settings gets an object of its own, not kept here.
     """
 
     __slots__ = ("breakers", "bulkheads")
 
     def __init__(self) -> None:
-        self.breakers: dict[tuple[str, int, float, int], CircuitBreaker] = {}
-        """(name, failure_threshold, recovery_timeout, half_open_max_calls) -> breaker"""
-        self.bulkheads: dict[tuple[str, int, float, float], Bulkhead] = {}
-        """(name, max_concurrent, max_wait, lease_seconds) -> bulkhead"""
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.bulkheads: dict[str, Bulkhead] = {}
 
     def breaker(
         self,
@@ -142,26 +141,28 @@ class SharedPolicies:
         on_state_change: Callable[[str, str, str], None] | None,
     ) -> CircuitBreaker:
         """Return the breaker ``config`` describes (named ``default_name`` if unnamed)."""
-        key = (
-            config.name or default_name,
-            config.failure_threshold,
-            config.recovery_timeout,
-            config.half_open_max_calls,
+        name = config.name or default_name
+        # Keyed by the name alone (its hash is cached), the settings compared
+        # on a hit: cheaper than a key of every setting for the usual new name.
+        found = self.breakers.get(name)
+        if (
+            found is not None
+            and found.failure_threshold == config.failure_threshold
+            and found.recovery_timeout == config.recovery_timeout
+            and found.half_open_max_calls == config.half_open_max_calls
+        ):
+            return found
+        made = CircuitBreaker(
+            name,
+            failure_threshold=config.failure_threshold,
+            recovery_timeout=config.recovery_timeout,
+            half_open_max_calls=config.half_open_max_calls,
+            store=store,
+            clock=clock,
+            counts_as_failure=_counts_for_breaker,
+            on_state_change=on_state_change,
         )
-        found = self.breakers.get(key)
-        if found is None:
-            made = CircuitBreaker(
-                key[0],
-                failure_threshold=config.failure_threshold,
-                recovery_timeout=config.recovery_timeout,
-                half_open_max_calls=config.half_open_max_calls,
-                store=store,
-                clock=clock,
-                counts_as_failure=_counts_for_breaker,
-                on_state_change=on_state_change,
-            )
-            found = self.breakers.setdefault(key, made)  # another thread's, if it was first
-        return found
+        return self.breakers.setdefault(name, made) if found is None else made
 
     def bulkhead(
         self,
@@ -173,20 +174,25 @@ class SharedPolicies:
         timing: Timing,
     ) -> Bulkhead:
         """Return the bulkhead ``config`` describes (named ``default_name`` if unnamed)."""
-        key = (config.name or default_name, config.max_concurrent, config.max_wait, lease_seconds)
-        found = self.bulkheads.get(key)
-        if found is None:
-            made = Bulkhead(
-                key[0],
-                max_concurrent=config.max_concurrent,
-                max_wait=config.max_wait,
-                store=store,
-                clock=timing.wall,
-                sleep=timing.sleep,
-                lease_seconds=lease_seconds,
-            )
-            found = self.bulkheads.setdefault(key, made)
-        return found
+        name = config.name or default_name
+        found = self.bulkheads.get(name)
+        if (
+            found is not None
+            and found.max_concurrent == config.max_concurrent
+            and found.max_wait == config.max_wait
+            and found.lease_seconds == lease_seconds
+        ):
+            return found
+        made = Bulkhead(
+            name,
+            max_concurrent=config.max_concurrent,
+            max_wait=config.max_wait,
+            store=store,
+            clock=timing.wall,
+            sleep=timing.sleep,
+            lease_seconds=lease_seconds,
+        )
+        return self.bulkheads.setdefault(name, made) if found is None else made
 
 
 Attempt = Callable[[int, Abandon], T]

@@ -627,6 +627,11 @@ def test_pipelines_share_the_breakers_and_bulkheads_they_name_alike() -> None:
     assert own.breaker.name == own.bulkhead.name == "c"
     timed = build("d", {**both, "timeout": {"seconds": 5}})
     assert timed.breaker is first.breaker
-    assert timed.bulkhead is not first.bulkhead  # its slot lease differs
-    assert len(shared.breakers) == 2
-    assert len(shared.bulkheads) == 3
+    assert timed.bulkhead is not first.bulkhead  # its slot lease differs: not shared
+    assert timed.bulkhead.lease_seconds == 75.0
+    assert build("e", {**both, "timeout": {"seconds": 5}}).bulkhead is not timed.bulkhead
+    other = build("f", {"circuit_breaker": {"name": "api", "failure_threshold": 9}})
+    assert other.breaker is not first.breaker
+    assert other.breaker.failure_threshold == 9
+    assert shared.breakers == {"api": first.breaker, "c": own.breaker}
+    assert shared.bulkheads == {"api": first.bulkhead, "c": own.bulkhead}
