@@ -69,8 +69,11 @@ class StepChain:
         self.notify_channels = tuple(block.notify)
         self._monotonic = state.timing.monotonic
         self._write_recovery = state.journal.recovery_writer(step.name)
-        # Bound once: a partial of it is made per call.
-        self._run_attempt = self._attempt if block.timeout is None else self._fenced_attempt
+        # The function, not a bound method: one kept on self would tie the chain
+        # in a reference cycle, so that only the garbage collector could free it.
+        self._run_attempt = (
+            StepChain._attempt if block.timeout is None else StepChain._fenced_attempt
+        )
         self._watched = state.log_watch.call
         self.pipeline: Pipeline[None] = Pipeline(
             block,
@@ -79,7 +82,7 @@ class StepChain:
             bulkhead_store=state.store,
             timing=state.timing,
             classify=state.journal.classify,
-            on_breaker_change=self._breaker_changed,
+            on_breaker_change=state.breaker_changed,
             shared=state.policies,
         )
         if self.pipeline.breaker is not None:
@@ -87,7 +90,7 @@ class StepChain:
 
     def __call__(self, invocation: Invocation, call_next: Next) -> None:
         started = self._monotonic()
-        attempt: Attempt[None] = functools.partial(self._run_attempt, invocation, call_next)
+        attempt: Attempt[None] = functools.partial(self._run_attempt, self, invocation, call_next)
         # The first attempt is made here, so that the success path, nearly every
         # call, builds nothing it does not use.
         try:
@@ -227,16 +230,6 @@ class StepChain:
             )
         else:
             self.state.notify("recovered", step=self.step.name, attempts=attempts)
-
-    def _breaker_changed(self, name: str, old: str, new: str) -> None:
-        # Told by whichever step's chain built the breaker, as the run shares
-        # it: nothing here depends on that step.
-        state = self.state
-        state.journal.set_breaker(state.store.snapshot(name, now=state.timing.wall()))
-        if new in ("open", "closed"):
-            state.notify(
-                f"breaker_{'opened' if new == 'open' else 'closed'}", step=None, breaker=name
-            )
 
 
 def _micros(seconds: float) -> float:

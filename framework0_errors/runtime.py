@@ -127,6 +127,18 @@ class RunState:
                 "history after that point were not saved"
             )
 
+    def breaker_changed(self, name: str, old: str, new: str) -> None:
+        """Write a breaker's new state to the Context and tell the notifier it opened or closed.
+
+        A policy's ``on_state_change``: the run's steps share their breakers,
+        so this belongs to the run, not to the step whose chain built one.
+        """
+        self.journal.set_breaker(self.store.snapshot(name, now=self.timing.wall()))
+        if new in ("open", "closed"):
+            self.notify(
+                f"breaker_{'opened' if new == 'open' else 'closed'}", step=None, breaker=name
+            )
+
     def notify(
         self,
         outcome: str,

@@ -244,7 +244,9 @@ class _Scheduler:
         start = time.time()
         clock = time.perf_counter()
         try:
-            self.chains[step.name](invocation)
+            # Dropped as it runs: a step runs once, and a recipe of thousands of
+            # steps need not keep every chain until the end.
+            self.chains.pop(step.name)(invocation)
         except (Exception, SystemExit) as exc:
             duration = time.perf_counter() - clock
             if not invocation.notes.get("errors_reported"):

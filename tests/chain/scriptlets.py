@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -112,3 +113,12 @@ def plain_ok(context: Any, args: Mapping[str, Any]) -> int:
 def fallback_leaks(context: Any, args: Mapping[str, Any]) -> int:
     """A fallback that fails with its own secret in the message."""
     raise RuntimeError(f"cache login failed for key {args['api_key']}")
+
+
+def live_chains(context: Any, args: Mapping[str, Any]) -> int:
+    """Write how many step chains are alive now, as ``chains.<args.step>``."""
+    from framework0_errors.chain import StepChain
+
+    alive = sum(1 for item in gc.get_objects() if type(item) is StepChain)
+    context.set(f"chains.{args['step']}", alive)
+    return 0

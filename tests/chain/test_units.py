@@ -635,3 +635,35 @@ def test_pipelines_share_the_breakers_and_bulkheads_they_name_alike() -> None:
     assert other.breaker.failure_threshold == 9
     assert shared.breakers == {"api": first.breaker, "c": own.breaker}
     assert shared.bulkheads == {"api": first.bulkhead, "c": own.bulkhead}
+
+
+def test_a_steps_chain_is_freed_once_its_step_has_run(tmp_path: Path) -> None:
+    """No reference cycle keeps a chain, and the host drops each one after its step."""
+    import gc
+
+    from framework0_errors.orchestrator import execute, load_checked_recipe, plugin_manager
+
+    lines = ["steps:"]
+    for name in ("a", "b", "c"):
+        lines += [
+            f"  - name: {name}",
+            f"    module: {M}",
+            "    function: live_chains",
+            f"    args: {{step: {name}}}",
+            "    error_handling:",
+            f"      circuit_breaker: {{name: {name}}}",
+            "      retry: {max_attempts: 2}",
+        ]
+    path = tmp_path / "chains.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    pm = plugin_manager()
+    recipe = load_checked_recipe(str(path), pm)
+    gc.collect()
+    gc.disable()  # what is freed is freed by reference counting alone
+    try:
+        result = execute(recipe, hook=pm.hook, options={"state": "memory:"})
+    finally:
+        gc.enable()
+    assert result.succeeded
+    context = result.run.context
+    assert [context.get(f"chains.{name}") for name in "abc"] == [3, 2, 1]
