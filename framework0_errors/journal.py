@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -135,15 +134,9 @@ class ErrorJournal:
             "opened_at": snapshot.opened_at,
             "half_open_at": snapshot.half_open_at,
         }
-        key = "circuit_breakers." + snapshot.name
-        if _plain_fields(snapshot):
-            # Every breaker is written at the end of a run: fields of plain types
-            # need set()'s check and copy no more than the recovery record does.
-            self.context.set_owned(key, state, who=WHO)
-            return state.copy()  # the stored one is the Context's
-        # A store (which may be anyone's) gave other types: set() checks them.
-        self.context.set(key, state, who=WHO)
-        return state
+        # set(), not set_owned(): the fields come from a store, which may be anyone's.
+        self.context.set("circuit_breakers." + snapshot.name, state, who=WHO)
+        return state  # set() stored a copy: this one is the caller's
 
     def _keep(self, step: str, record: ErrorRecord) -> dict[str, Any]:
         data = record.to_dict()
@@ -161,14 +154,3 @@ class ErrorJournal:
                 if self.on_store_lost is not None:
                     self.on_store_lost(exc)
         return data
-
-
-def _plain_fields(snapshot: BreakerSnapshot) -> bool:
-    # Whether set_owned() may take the fields as they are: exact JSON types, finite times.
-    opened, half_open = snapshot.opened_at, snapshot.half_open_at
-    return (
-        type(snapshot.state) is str
-        and type(snapshot.consecutive_failures) is int
-        and (opened is None or (type(opened) is float and math.isfinite(opened)))
-        and (half_open is None or (type(half_open) is float and math.isfinite(half_open)))
-    )

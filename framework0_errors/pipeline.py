@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from .classify import Classification, Selector, parse_selector
-from .config import BulkheadConfig, CircuitBreakerConfig, StepErrorHandling
+from .config import StepErrorHandling
 from .orchestrator.problems import Framework0Error
 from .policies import (
     BackoffSettings,
@@ -29,6 +29,7 @@ from .policies import (
     Strategy,
     Timeout,
 )
+from .shared_policies import SharedPolicies
 from .stores.base import BreakerStore, BulkheadStore
 from .testing import Timing
 
@@ -37,7 +38,6 @@ __all__ = [
     "Attempt",
     "FallbackFailedError",
     "Pipeline",
-    "SharedPolicies",
     "Tally",
     "report_first",
     "slot_lease",
@@ -114,87 +114,6 @@ class Tally:
     outcome: str = ""
 
 
-class SharedPolicies:
-    """The breakers and bulkheads that pipelines built, by name, to share.
-
-    A breaker or bulkhead object keeps its state in its store, not in itself,
-    so pipelines naming the same one with the same settings can use one
-    object: a run whose thousand steps share a breaker builds it once. Give
-    one to pipelines over the same stores, timing and ``on_breaker_change``
-    only; a pipeline uses what it finds here whoever built it. A name asked
-    for with other settings gets an object of its own, not kept here.
-    """
-
-    __slots__ = ("breakers", "bulkheads")
-
-    def __init__(self) -> None:
-        self.breakers: dict[str, CircuitBreaker] = {}
-        self.bulkheads: dict[str, Bulkhead] = {}
-
-    def breaker(
-        self,
-        config: CircuitBreakerConfig,
-        *,
-        default_name: str,
-        store: BreakerStore,
-        clock: Callable[[], float],
-        on_state_change: Callable[[str, str, str], None] | None,
-    ) -> CircuitBreaker:
-        """Return the breaker ``config`` describes (named ``default_name`` if unnamed)."""
-        name = config.name or default_name
-        # Keyed by the name alone (its hash is cached), the settings compared
-        # on a hit: cheaper than a key of every setting for the usual new name.
-        found = self.breakers.get(name)
-        if (
-            found is not None
-            and found.failure_threshold == config.failure_threshold
-            and found.recovery_timeout == config.recovery_timeout
-            and found.half_open_max_calls == config.half_open_max_calls
-        ):
-            return found
-        made = CircuitBreaker(
-            name,
-            failure_threshold=config.failure_threshold,
-            recovery_timeout=config.recovery_timeout,
-            half_open_max_calls=config.half_open_max_calls,
-            store=store,
-            clock=clock,
-            counts_as_failure=_counts_for_breaker,
-            on_state_change=on_state_change,
-        )
-        return self.breakers.setdefault(name, made) if found is None else made
-
-    def bulkhead(
-        self,
-        config: BulkheadConfig,
-        *,
-        default_name: str,
-        lease_seconds: float,
-        store: BulkheadStore,
-        timing: Timing,
-    ) -> Bulkhead:
-        """Return the bulkhead ``config`` describes (named ``default_name`` if unnamed)."""
-        name = config.name or default_name
-        found = self.bulkheads.get(name)
-        if (
-            found is not None
-            and found.max_concurrent == config.max_concurrent
-            and found.max_wait == config.max_wait
-            and found.lease_seconds == lease_seconds
-        ):
-            return found
-        made = Bulkhead(
-            name,
-            max_concurrent=config.max_concurrent,
-            max_wait=config.max_wait,
-            store=store,
-            clock=timing.wall,
-            sleep=timing.sleep,
-            lease_seconds=lease_seconds,
-        )
-        return self.bulkheads.setdefault(name, made) if found is None else made
-
-
 Attempt = Callable[[int, Abandon], T]
 """One attempt: ``attempt(number, abandon)``, numbered from 1."""
 Guarded = Callable[[Attempt[T], int], T]
@@ -212,7 +131,8 @@ class Pipeline(Generic[T]):
         classify: The classifier, for ``retry_on``, ``give_up_on`` and ``fallback.on``.
         on_breaker_change: Told ``(name, old, new)`` after each breaker transition.
         shared: Breakers and bulkheads other pipelines built, to use instead of
-            building equal ones (see :class:`SharedPolicies`).
+            building equal ones (see
+            :class:`~framework0_errors.shared_policies.SharedPolicies`).
     """
 
     def __init__(
@@ -409,6 +329,9 @@ class Pipeline(Generic[T]):
         admission = breaker.acquire_permission()
         try:
             value = self._limited(attempt, number)
+        except BulkheadFullError:
+            breaker.on_not_called(admission)  # refused before the call: no verdict
+            raise
         except BaseException as exc:
             breaker.on_error(exc, admission)
             raise
@@ -437,6 +360,9 @@ class Pipeline(Generic[T]):
                     slots.give(holder)
                 else:
                     bulkhead.release(holder)
+        except BulkheadFullError:
+            breaker.on_not_called(admission)  # refused before the call: no verdict
+            raise
         except BaseException as exc:
             breaker.on_error(exc, admission)
             raise
@@ -580,8 +506,3 @@ def _selectors(texts: list[str] | None) -> tuple[Selector, ...] | None:
     if texts is None:
         return None
     return tuple([parse_selector(t) for t in texts]) if texts else ()
-
-
-def _counts_for_breaker(exc: BaseException) -> bool:
-    # A full bulkhead says nothing about the health of the service behind the breaker.
-    return isinstance(exc, Exception) and not isinstance(exc, BulkheadFullError)

@@ -13,10 +13,10 @@ from .detect import LogWatch
 from .journal import ErrorJournal
 from .notify import NotificationEvent, Notifier
 from .orchestrator import Run, Step
-from .pipeline import SharedPolicies
 from .recovery import RecoveryRunResult
 from .redact import DEFAULT_SECRET_KEYS, Redactor
 from .rollback import Compensations
+from .shared_policies import SharedPolicies
 from .state import open_state, recipe_identity
 from .stores.select import Store, StoreUnavailableError
 from .testing import Timing, timing

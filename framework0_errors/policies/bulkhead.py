@@ -72,7 +72,7 @@ class Bulkhead:
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1; got {max_concurrent}")
         # Checked inline first, as the chained comparisons _check_seconds makes
-        # (NaN fails them too): a run builds a bulkhead per step.
+        # (NaN fails them too): a run may build a bulkhead per step.
         if not 0.0 <= max_wait < math.inf:
             _check_seconds("max_wait", max_wait, allow_zero=True)
         if lease_seconds is not None and not 0.0 < lease_seconds < math.inf:

@@ -70,7 +70,7 @@ class CircuitBreaker:
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"circuit breaker name must be a non-empty string; got {name!r}")
-        # Plain ints pass without a call: a run builds a breaker per step.
+        # Plain ints pass without a call: a run may build a breaker per step.
         if type(failure_threshold) is not int or failure_threshold < 1:
             _check_count("failure_threshold", failure_threshold)
         if type(half_open_max_calls) is not int or half_open_max_calls < 1:
@@ -157,6 +157,14 @@ class CircuitBreaker:
         transition = self.store.record_success(self.name, now=self._clock(), admission=admission)
         if transition is not None:
             self._notify(transition)
+
+    def on_not_called(self, admission: Admission) -> None:
+        """Record that the admitted call was not made after all: no verdict either way.
+
+        For a call refused further in (a full bulkhead): a half-open trial
+        slot it held is freed for another trial, and the breaker stays as it is.
+        """
+        self.store.release_trial(self.name, admission=admission)
 
     def on_error(self, exc: BaseException, admission: Admission) -> None:
         """Record that the admitted call raised ``exc`` (which may not count as a failure)."""

@@ -569,53 +569,25 @@ def test_a_closed_breaker_with_failures_records_the_success_that_clears_them() -
     assert pipeline.breaker.snapshot().consecutive_failures == 0
 
 
-def test_breaker_state_of_plain_types_is_stored_as_built_and_others_are_checked(
-    step_chain: Callable[[str], tuple[Any, Any]],
-) -> None:
-    """set_breaker hands plain fields over; a third-party store's other types go through set()."""
-    from framework0_errors.orchestrator import ContextValueError
-    from framework0_errors.stores.base import BreakerSnapshot
-
-    chain, _ = step_chain("      retry: {max_attempts: 1}\n")
-    journal, context = chain.state.journal, chain.state.journal.context
-
-    written = journal.set_breaker(BreakerSnapshot("p", "open", 2, 10.0, 70.0))
-    assert written == context.get("circuit_breakers.p")
-    written["state"] = "changed by the caller"
-    assert context.get("circuit_breakers.p")["state"] == "open"
-
-    class State(str):
-        pass
-
-    journal.set_breaker(BreakerSnapshot("q", State("closed"), 0, None, None))
-    assert context.get("circuit_breakers.q") == {
-        "state": "closed",
-        "consecutive_failures": 0,
-        "opened_at": None,
-        "half_open_at": None,
-    }
-    with pytest.raises(ContextValueError):
-        journal.set_breaker(BreakerSnapshot("r", "open", 1, 5.0, float("inf")))
-    assert context.get("circuit_breakers.r") is None
-
-
 def test_pipelines_share_the_breakers_and_bulkheads_they_name_alike() -> None:
-    """One object per name and settings; a different name or setting gets its own."""
+    """One object per name; other settings, another store or callback get their own."""
     from framework0_errors.classify import Classifier
-    from framework0_errors.pipeline import Pipeline, SharedPolicies
+    from framework0_errors.pipeline import Pipeline
+    from framework0_errors.shared_policies import SharedPolicies
     from framework0_errors.stores.memory import MemoryStore
     from framework0_errors.testing import timing
 
-    store, shared = MemoryStore(), SharedPolicies()
+    store, shared, clocks = MemoryStore(), SharedPolicies(), timing()
 
-    def build(name: str, block: dict[str, Any]) -> Any:
+    def build(name: str, block: dict[str, Any], **kwargs: Any) -> Any:
         return Pipeline(
             _block(block),
             name=name,
-            breaker_store=store,
-            bulkhead_store=store,
-            timing=timing(),
+            breaker_store=kwargs.get("store", store),
+            bulkhead_store=kwargs.get("store", store),
+            timing=clocks,
             classify=Classifier([]).classify,
+            on_breaker_change=kwargs.get("on_change"),
             shared=shared,
         )
 
@@ -625,6 +597,7 @@ def test_pipelines_share_the_breakers_and_bulkheads_they_name_alike() -> None:
     assert first.bulkhead is second.bulkhead
     own = build("c", {"circuit_breaker": {}, "bulkhead": {"max_concurrent": 2}})
     assert own.breaker.name == own.bulkhead.name == "c"
+    assert build("c", {"circuit_breaker": {}}).breaker is own.breaker
     timed = build("d", {**both, "timeout": {"seconds": 5}})
     assert timed.breaker is first.breaker
     assert timed.bulkhead is not first.bulkhead  # its slot lease differs: not shared
@@ -633,8 +606,13 @@ def test_pipelines_share_the_breakers_and_bulkheads_they_name_alike() -> None:
     other = build("f", {"circuit_breaker": {"name": "api", "failure_threshold": 9}})
     assert other.breaker is not first.breaker
     assert other.breaker.failure_threshold == 9
-    assert shared.breakers == {"api": first.breaker, "c": own.breaker}
-    assert shared.bulkheads == {"api": first.bulkhead, "c": own.bulkhead}
+    elsewhere = build("g", both, store=MemoryStore())
+    assert elsewhere.breaker is not first.breaker
+    assert elsewhere.bulkhead is not first.bulkhead
+    heard: list[tuple[str, str, str]] = []
+    told = build("h", both, on_change=lambda *change: heard.append(change))
+    assert told.breaker is not first.breaker
+    assert build("i", both).breaker is first.breaker  # what was kept is still the first
 
 
 def test_a_steps_chain_is_freed_once_its_step_has_run(tmp_path: Path) -> None:
@@ -667,3 +645,34 @@ def test_a_steps_chain_is_freed_once_its_step_has_run(tmp_path: Path) -> None:
     assert result.succeeded
     context = result.run.context
     assert [context.get(f"chains.{name}") for name in "abc"] == [3, 2, 1]
+
+
+@pytest.mark.parametrize("timeout", [None, 5.0])
+def test_a_trial_the_bulkhead_refuses_gives_no_verdict(timeout: float | None) -> None:
+    """A half-open trial refused by a full bulkhead neither closes nor opens the breaker."""
+    from framework0_errors.policies import BulkheadFullError
+
+    block: dict[str, Any] = {
+        "circuit_breaker": {"failure_threshold": 1, "recovery_timeout": 10},
+        "bulkhead": {"max_concurrent": 1},
+    }
+    if timeout is not None:
+        block["timeout"] = {"seconds": timeout}
+    with fake_time() as clock:
+        pipeline = _pipeline(block)
+        breaker, bulkhead = pipeline.breaker, pipeline.bulkhead
+
+        def down(number: int, abandon: Abandon) -> None:
+            raise ConnectionError("down")
+
+        with pytest.raises(ConnectionError):
+            pipeline.run(down)
+        clock.advance(10)
+        holder = bulkhead.acquire()  # someone else holds the only slot
+        with pytest.raises(BulkheadFullError):
+            pipeline.run(lambda number, abandon: "never called")
+        assert breaker.snapshot().state == "half_open"
+        assert breaker.snapshot().trial_calls == 0  # the refused trial's slot is free again
+        bulkhead.release(holder)
+        assert pipeline.run(lambda number, abandon: "up") == "up"
+        assert breaker.snapshot().state == "closed"
