@@ -30,7 +30,7 @@ from .policies import (
     Timeout,
 )
 from .shared_policies import SharedPolicies
-from .stores.base import BreakerStore, BulkheadStore
+from .stores.base import Admission, BreakerStore, BulkheadStore
 from .testing import Timing
 
 __all__ = [
@@ -329,11 +329,8 @@ class Pipeline(Generic[T]):
         admission = breaker.acquire_permission()
         try:
             value = self._limited(attempt, number)
-        except BulkheadFullError:
-            breaker.on_not_called(admission)  # refused before the call: no verdict
-            raise
         except BaseException as exc:
-            breaker.on_error(exc, admission)
+            _verdict(breaker, exc, admission)
             raise
         breaker.on_success(admission)
         return value
@@ -360,11 +357,8 @@ class Pipeline(Generic[T]):
                     slots.give(holder)
                 else:
                     bulkhead.release(holder)
-        except BulkheadFullError:
-            breaker.on_not_called(admission)  # refused before the call: no verdict
-            raise
         except BaseException as exc:
-            breaker.on_error(exc, admission)
+            _verdict(breaker, exc, admission)
             raise
         if cell is None or cell.failures or cell.state != "closed":
             breaker.on_success(admission)
@@ -482,6 +476,15 @@ class _Never(Abandon):
 
 
 _NEVER = _Never()
+
+
+def _verdict(breaker: CircuitBreaker, exc: BaseException, admission: Admission) -> None:
+    # Tell the breaker how an admitted call ended in ``exc``. A call that a full
+    # bulkhead refused was never made: it says nothing of the service.
+    if isinstance(exc, BulkheadFullError):
+        breaker.on_not_called(admission)
+    else:
+        breaker.on_error(exc, admission)
 
 
 def _no_clock() -> float:
