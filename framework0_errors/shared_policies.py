@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .config import BulkheadConfig, CircuitBreakerConfig
-from .policies import Bulkhead, BulkheadFullError, CircuitBreaker
+from .policies import Bulkhead, CircuitBreaker
 from .stores.base import BreakerStore, BulkheadStore
 from .testing import Timing
 
@@ -69,7 +69,6 @@ class SharedPolicies:
             half_open_max_calls=config.half_open_max_calls,
             store=store,
             clock=clock,
-            counts_as_failure=_counts_for_breaker,
             on_state_change=on_state_change,
         )
         if entry is not None:
@@ -110,8 +109,3 @@ class SharedPolicies:
         if entry is not None:
             return made
         return self._bulkheads.setdefault(name, (made, store, timing))[0]
-
-
-def _counts_for_breaker(exc: BaseException) -> bool:
-    # A full bulkhead says nothing about the health of the service behind the breaker.
-    return isinstance(exc, Exception) and not isinstance(exc, BulkheadFullError)
