@@ -309,8 +309,7 @@ def _cmd_breakers(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> i
             if not names:
                 print("no circuit breakers recorded yet", file=stdout)
             width = max((len(n) for n in names), default=4)
-            for name in names:
-                snap = store.snapshot(name, now=now)
+            for snap in store.snapshots(names, now=now):
                 print(_breaker_line(snap, now, width), file=stdout)
     finally:
         store.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from .classify import Classification, Classifier
@@ -128,15 +128,28 @@ class ErrorJournal:
 
     def set_breaker(self, snapshot: BreakerSnapshot) -> dict[str, Any]:
         """Write ``circuit_breakers.<name>`` from a breaker's snapshot; return what was written."""
-        state = {
-            "state": snapshot.state,
-            "consecutive_failures": snapshot.consecutive_failures,
-            "opened_at": snapshot.opened_at,
-            "half_open_at": snapshot.half_open_at,
-        }
-        # set(), not set_owned(): the fields come from a store, which may be anyone's.
-        self.context.set("circuit_breakers." + snapshot.name, state, who=WHO)
-        return state  # set() stored a copy: this one is the caller's
+        return self.set_breakers([snapshot])[snapshot.name]
+
+    def set_breakers(self, snapshots: Iterable[BreakerSnapshot]) -> dict[str, dict[str, Any]]:
+        """Write ``circuit_breakers.<name>`` of each snapshot; return what was written, by name.
+
+        The values returned are the caller's: changing them changes no Context value.
+        """
+        set_owned = self.context.set_owned
+        written = {}
+        for snapshot in snapshots:
+            opened_at, half_open_at = snapshot.opened_at, snapshot.half_open_at
+            # Every field is made a plain JSON value here, whichever store it came
+            # from, so that the record can be handed over without set()'s check.
+            state = {
+                "state": str(snapshot.state),
+                "consecutive_failures": int(snapshot.consecutive_failures),
+                "opened_at": None if opened_at is None else float(opened_at),
+                "half_open_at": None if half_open_at is None else float(half_open_at),
+            }
+            set_owned("circuit_breakers." + snapshot.name, state, WHO)
+            written[snapshot.name] = state.copy()
+        return written
 
     def _keep(self, step: str, record: ErrorRecord) -> dict[str, Any]:
         data = record.to_dict()

@@ -194,8 +194,8 @@ def framework0_run_end(run: Run, context: Context, report: dict[str, Any]) -> No
                 notes.append(f"recovery {recovery.recipe} for {name}: {recovery.outcome}{why}")
         now = state.timing.wall()
         try:
-            for name in sorted(state.breakers):
-                breakers[name] = state.journal.set_breaker(state.store.snapshot(name, now=now))
+            names = sorted(state.breakers)
+            breakers = state.journal.set_breakers(state.store.snapshots(names, now=now))
         except StoreUnavailableError as exc:
             state.store_lost(exc)
         delivery = state.flush_notifications()

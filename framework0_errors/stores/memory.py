@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from framework0_errors.stores.base import (
@@ -35,6 +35,20 @@ class _Breaker:
     admission: Admission = _ADMIT_NEW
     # False for a cell made by breaker_cell that nothing has happened to yet.
     recorded: bool = False
+
+
+_NEVER_USED = _Breaker()
+
+
+def _snapshot(name: str, b: _Breaker, now: float) -> BreakerSnapshot:
+    state = _effective_state(b, now)
+    return BreakerSnapshot(name, state, b.failures, b.opened_at, b.half_open_at, b.trials)
+
+
+def _effective_state(b: _Breaker, now: float) -> BreakerState:
+    if b.state == "open" and b.half_open_at is not None and now >= b.half_open_at:
+        return "half_open"
+    return b.state
 
 
 def _is_closed(b: _Breaker) -> bool:
@@ -135,16 +149,13 @@ class MemoryStore:
 
     def snapshot(self, name: str, *, now: float) -> BreakerSnapshot:
         """Return the breaker's current state without changing it."""
+        return self.snapshots((name,), now=now)[0]
+
+    def snapshots(self, names: Sequence[str], *, now: float) -> list[BreakerSnapshot]:
+        """Return :meth:`snapshot` of each of ``names``, in that order, under one lock."""
+        get = self._breakers.get
         with self._lock:
-            b = self._breakers.get(name) or _Breaker()
-            return BreakerSnapshot(
-                name=name,
-                state=self._effective_state(b, now),
-                consecutive_failures=b.failures,
-                opened_at=b.opened_at,
-                half_open_at=b.half_open_at,
-                trial_calls=b.trials,
-            )
+            return [_snapshot(name, get(name) or _NEVER_USED, now) for name in names]
 
     def reset(self, name: str, *, now: float) -> Transition | None:
         """Close the breaker and forget its failures."""
@@ -152,7 +163,7 @@ class MemoryStore:
             b = self._breakers.get(name)
             if b is None:
                 return None
-            old = self._effective_state(b, now)
+            old = _effective_state(b, now)
             self._move(b, "closed")
             return None if old == "closed" else Transition(name, old, "closed")
 
@@ -161,7 +172,7 @@ class MemoryStore:
         with self._lock:
             b = self._breakers.setdefault(name, _Breaker())
             b.recorded = True
-            old = self._effective_state(b, now)
+            old = _effective_state(b, now)
             self._move(b, "open", now=now, until=until)
             return None if old == "open" else Transition(name, old, "open")
 
@@ -184,12 +195,6 @@ class MemoryStore:
             with self._lock:
                 b = self._breakers.setdefault(name, _Breaker())
         return b
-
-    @staticmethod
-    def _effective_state(b: _Breaker, now: float) -> BreakerState:
-        if b.state == "open" and b.half_open_at is not None and now >= b.half_open_at:
-            return "half_open"
-        return b.state
 
     @staticmethod
     def _is_current_trial(b: _Breaker, admission: Admission) -> bool:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -305,16 +305,16 @@ class RedisStore:
 
     def snapshot(self, name: str, *, now: float) -> BreakerSnapshot:
         """Return the breaker's current state without changing it."""
+        return self.snapshots((name,), now=now)[0]
+
+    def snapshots(self, names: Sequence[str], *, now: float) -> list[BreakerSnapshot]:
+        """Return :meth:`snapshot` of each of ``names``, in that order, in one round trip."""
         with self._guard():
-            values = cast(list[str | None], self._redis.hmget(self._key("breaker", name), _FIELDS))
-        state, failures, opened_at, half_open_at, trials, _ = values
-        opened, half_open = _time(opened_at), _time(half_open_at)
-        effective = cast(BreakerState, state or "closed")
-        if effective == "open" and half_open is not None and now >= half_open:
-            effective = "half_open"
-        return BreakerSnapshot(
-            name, effective, int(failures or 0), opened, half_open, int(trials or 0)
-        )
+            pipe = self._redis.pipeline(transaction=False)
+            for name in names:
+                pipe.hmget(self._key("breaker", name), _FIELDS)
+            rows = cast(list[list[str | None]], pipe.execute())
+        return [_snapshot(name, row, now) for name, row in zip(names, rows, strict=True)]
 
     def reset(self, name: str, *, now: float) -> Transition | None:
         """Close the breaker and forget its failures."""
@@ -489,6 +489,15 @@ class RedisStore:
 def _num(value: float) -> str:
     # repr round-trips every float exactly; scripts store this text unchanged.
     return repr(float(value))
+
+
+def _snapshot(name: str, row: list[str | None], now: float) -> BreakerSnapshot:
+    state, failures, opened_at, half_open_at, trials, _ = row
+    opened, half_open = _time(opened_at), _time(half_open_at)
+    effective = cast(BreakerState, state or "closed")
+    if effective == "open" and half_open is not None and now >= half_open:
+        effective = "half_open"
+    return BreakerSnapshot(name, effective, int(failures or 0), opened, half_open, int(trials or 0))
 
 
 def _time(text: str | None) -> float | None:

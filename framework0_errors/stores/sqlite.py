@@ -32,7 +32,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -92,10 +92,26 @@ class _Breaker(NamedTuple):
             return "half_open"
         return self.state
 
+    def snapshot(self, name: str, now: float) -> BreakerSnapshot:
+        """Return this row as breaker ``name``'s snapshot at ``now``."""
+        return BreakerSnapshot(
+            name,
+            self.effective_state(now),
+            self.failures,
+            self.opened_at,
+            self.half_open_at,
+            self.trials,
+        )
+
     def is_current_trial(self, admission: Admission) -> bool:
         """Whether ``admission`` is a trial of this breaker's present half-open period."""
         return self.state == "half_open" and admission.trial and admission.epoch == self.epoch
 
+
+_NEVER_USED = _Breaker()
+
+# SQLite allows 999 parameters a statement in builds before 3.32.
+_NAMES_PER_QUERY = 500
 
 # Each decision takes the stored row (None: never seen) and returns the answer and the
 # row to write (None: write nothing).
@@ -243,10 +259,17 @@ class SQLiteStore:
     def snapshot(self, name: str, *, now: float) -> BreakerSnapshot:
         """Return the breaker's current state without changing it."""
         found = self._query(schema.LOAD_BREAKER, name)
-        b = _Breaker(*found[0]) if found else _Breaker()
-        return BreakerSnapshot(
-            name, b.effective_state(now), b.failures, b.opened_at, b.half_open_at, b.trials
-        )
+        return (_Breaker(*found[0]) if found else _NEVER_USED).snapshot(name, now)
+
+    def snapshots(self, names: Sequence[str], *, now: float) -> list[BreakerSnapshot]:
+        """Return :meth:`snapshot` of each of ``names``, in that order, a query per 500 names."""
+        found: dict[str, _Breaker] = {}
+        for start in range(0, len(names), _NAMES_PER_QUERY):
+            chunk = names[start : start + _NAMES_PER_QUERY]
+            query = schema.LOAD_BREAKERS.format(", ".join("?" * len(chunk)))
+            for name, *row in self._query(query, *chunk):
+                found[name] = _Breaker(*row)
+        return [found.get(name, _NEVER_USED).snapshot(name, now) for name in names]
 
     def reset(self, name: str, *, now: float) -> Transition | None:
         """Close the breaker and forget its failures."""

@@ -26,6 +26,7 @@ from framework0_errors.stores.select import StoreUnavailableError, entry_texts
 __all__ = [
     "DROP_EXPIRED_SLOTS",
     "LOAD_BREAKER",
+    "LOAD_BREAKERS",
     "LOAD_ENTRIES",
     "OLDEST_RUN_KEPT",
     "RUN_COLUMNS",
@@ -107,6 +108,10 @@ OLDEST_RUN_KEPT = "SELECT seq FROM runs ORDER BY seq DESC LIMIT 1 OFFSET ?"
 TRIM_ENTRIES = "DELETE FROM run_entries WHERE run_id IN (SELECT run_id FROM runs WHERE seq < ?)"
 LOAD_BREAKER = (
     "SELECT state, failures, opened_at, half_open_at, trials, epoch FROM breakers WHERE name = ?"
+)
+LOAD_BREAKERS = (
+    "SELECT name, state, failures, opened_at, half_open_at, trials, epoch FROM breakers "
+    "WHERE name IN ({})"
 )
 
 # Each older version's JSON columns of ``runs``: the Context, then the step outcomes

@@ -676,3 +676,33 @@ def test_a_trial_the_bulkhead_refuses_gives_no_verdict(timeout: float | None) ->
         bulkhead.release(holder)
         assert pipeline.run(lambda number, abandon: "up") == "up"
         assert breaker.snapshot().state == "closed"
+
+
+def test_breaker_records_hold_plain_values_that_are_the_contexts_own(
+    step_chain: Callable[[str], tuple[Any, Any]],
+) -> None:
+    """set_breakers stores plain JSON values, whatever types a store's snapshot holds."""
+    from framework0_errors.stores import BreakerSnapshot
+
+    class State(str):
+        pass
+
+    class Count(int):
+        pass
+
+    chain, _ = step_chain("      circuit_breaker: {name: b}\n")
+    journal, context = chain.state.journal, chain.state.journal.context
+    odd = BreakerSnapshot("b", State("open"), Count(3), 5, 65, 0)  # type: ignore[arg-type]
+    written = journal.set_breakers([odd, BreakerSnapshot("c", "closed", 0, None, None)])
+    stored = context.get("circuit_breakers.b")
+    assert stored == {
+        "state": "open",
+        "consecutive_failures": 3,
+        "opened_at": 5.0,
+        "half_open_at": 65.0,
+    }
+    assert [type(v) for v in stored.values()] == [str, int, float, float]
+    assert context.get("circuit_breakers.c")["state"] == "closed"
+    written["b"]["state"] = "changed"  # the caller's copy
+    assert context.get("circuit_breakers.b")["state"] == "open"
+    assert journal.set_breaker(odd) == stored

@@ -65,6 +65,24 @@ def test_unknown_breaker_is_closed(store: Store) -> None:
     assert store.breaker_names() == []
 
 
+def test_snapshots_answer_as_snapshot_does_in_the_order_asked(store: Store) -> None:
+    """snapshots() gives each name's snapshot in order: unknown, open, half-open, many."""
+    opened(store, now=0.0)  # breaker 'b': half-open from 60 s
+    names = [f"n{i:04d}" for i in range(1_100)]  # more than one SQLite query's worth
+    admission = store.before_call(names[700], now=0.0, half_open_max_calls=1)
+    store.record_failure(
+        names[700], now=0.0, admission=admission, failure_threshold=5, recovery_timeout=60.0
+    )
+    asked = ["zz", "b", *names, "b"]
+    for now in (30.0, 61.0):
+        got = store.snapshots(asked, now=now)
+        assert got == [store.snapshot(name, now=now) for name in asked]
+    assert got[0] == BreakerSnapshot("zz", "closed", 0, None, None, 0)
+    assert got[1] == got[-1] == BreakerSnapshot("b", "half_open", 1, 0.0, 60.0, 0)
+    assert got[2 + 700] == BreakerSnapshot(names[700], "closed", 1, None, None, 0)
+    assert store.snapshots([], now=0.0) == []
+
+
 def test_success_path_writes_nothing(store: Store, changes: Callable[[], object]) -> None:
     """before_call and record_success on a healthy breaker change nothing in the store."""
     admission = store.before_call("fresh", now=0.0, half_open_max_calls=1)
