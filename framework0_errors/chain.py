@@ -14,6 +14,7 @@ from typing import Any
 
 from .config import FallbackConfig, StepErrorHandling, resolve_reference
 from .detect import DetectedLogError
+from .journal import WHO, recovery_key
 from .orchestrator import (
     Invocation,
     MissingContextKeys,
@@ -68,21 +69,24 @@ class StepChain:
         self.fallback_call = _fallback_callable(block.fallback, step)
         self.notify_channels = tuple(block.notify)
         self._monotonic = state.timing.monotonic
-        self._write_recovery = state.journal.recovery_writer(step.name)
+        # The Context's own method and the key: a writer closure would cost a
+        # frame on every call, and four objects a step for the collector.
+        self._set_owned = state.set_owned
+        self._recovery_key = recovery_key(step.name)
         # The function, not a bound method: one kept on self would tie the chain
         # in a reference cycle, so that only the garbage collector could free it.
         self._run_attempt = (
             StepChain._attempt if block.timeout is None else StepChain._fenced_attempt
         )
-        self._watched = state.log_watch.call
+        self._watched = state.watched_call
         self.pipeline: Pipeline[None] = Pipeline(
             block,
             name=step.name,
             breaker_store=state.store,
             bulkhead_store=state.store,
             timing=state.timing,
-            classify=state.journal.classify,
-            on_breaker_change=state.breaker_changed,
+            classify=state.classify,
+            on_breaker_change=state.on_breaker_change,
             shared=state.policies,
         )
         if self.pipeline.breaker is not None:
@@ -114,7 +118,7 @@ class StepChain:
             notes = invocation.notes
             notes["outcome"] = "succeeded"
             notes["attempts"] = 1
-            self._write_recovery(record)
+            self._set_owned(self._recovery_key, record, WHO)
             return
         # Outside the except block, so later errors are not chained to the first.
         self._recover(invocation, attempt, first, started=started, tally=tally, on_error=on_error)
@@ -209,7 +213,8 @@ class StepChain:
         notes = invocation.notes
         notes["outcome"] = outcome
         notes["attempts"] = attempts
-        self._write_recovery(
+        self._set_owned(
+            self._recovery_key,
             {
                 "attempts": attempts,
                 "outcome": outcome,
@@ -217,6 +222,7 @@ class StepChain:
                 "duration": _micros(duration),
                 "error_type": None if error is None else type(error).__name__,
             },
+            WHO,
         )
         detail = _detail(outcome, attempts, error, self.fallback)
         if detail:

@@ -14,10 +14,15 @@ from .redact import Redactor
 from .stores.base import BreakerSnapshot
 from .stores.select import StoreUnavailableError
 
-__all__ = ["WHO", "ErrorJournal"]
+__all__ = ["WHO", "ErrorJournal", "recovery_key"]
 
 WHO = "framework0.error_handling"
 """The ``who`` of every Context write this plugin makes."""
+
+
+def recovery_key(step: str) -> str:
+    """Return the Context key of ``step``'s recovery record: ``recovery.<step>``."""
+    return "recovery." + step
 
 
 class ErrorHistory(Protocol):
@@ -113,18 +118,10 @@ class ErrorJournal:
         """Write ``recovery.<step>``.
 
         ``state`` is handed over as it is: plain JSON values, never changed
-        afterwards. It is written on every step, so it skips ``set()``'s copy.
+        afterwards. It is written on every step, so it skips ``set()``'s copy
+        (a step's chain calls ``Context.set_owned`` with :func:`recovery_key` itself).
         """
-        self.context.set_owned("recovery." + step, state, who=WHO)
-
-    def recovery_writer(self, step: str) -> Callable[[dict[str, Any]], None]:
-        """Return ``write(state)``: :meth:`set_recovery` of ``step``, for a chain's every run."""
-        set_owned, key = self.context.set_owned, "recovery." + step
-
-        def write(state: dict[str, Any]) -> None:
-            set_owned(key, state, WHO)
-
-        return write
+        self.context.set_owned(recovery_key(step), state, who=WHO)
 
     def set_breaker(self, snapshot: BreakerSnapshot) -> dict[str, Any]:
         """Write ``circuit_breakers.<name>`` from a breaker's snapshot; return what was written."""

@@ -225,7 +225,7 @@ def _roll_back(run: Run, state: RunState, context: Context, report: dict[str, An
         context=context,
         workers=run.workers,
         timing=state.timing,
-        classify=state.journal.classify,
+        classify=state.classify,
         dependents=run.recipe.dependents(),
     )
     outcome = apply_rollback_outcome(

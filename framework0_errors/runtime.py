@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .classify import ClassificationRule, Classifier
+from .classify import Classification, ClassificationRule, Classifier
 from .config import RecipeErrorHandling, StepErrorHandling
 from .detect import LogWatch
 from .journal import ErrorJournal
@@ -47,6 +47,7 @@ class RunState:
     policies: SharedPolicies = field(default_factory=SharedPolicies)
     """The run's breaker and bulkhead objects, shared by the steps that name them alike."""
     unsaved: dict[str, str] = field(default_factory=dict)
+    """Step outcomes not yet in a checkpoint."""
     redactors: dict[str, Redactor] = field(default_factory=dict)
     store_failed: bool = False
     context_version: int = 0
@@ -54,11 +55,26 @@ class RunState:
     running: set[str] = field(default_factory=set)
     """Steps started and not yet ended (their Context writes are not settled)."""
     running_lock: threading.Lock = field(default_factory=threading.Lock)
-    """Step outcomes not yet in a checkpoint."""
     compensations: Compensations = field(default_factory=Compensations)
     rollback_trigger: list[str] = field(default_factory=list)
     """Steps whose final failure asked for a rollback."""
     recoveries: dict[str, RecoveryRunResult] = field(default_factory=dict)
+    # Bound once per run for the steps' chains: a method bound per step would be
+    # one more object a step for the garbage collector to track.
+    watched_call: Callable[..., None] = field(init=False)
+    """``log_watch.call``."""
+    classify: Callable[[BaseException], Classification] = field(init=False)
+    """``journal.classify``."""
+    set_owned: Callable[[str, Any, str | None], None] = field(init=False)
+    """The run's ``Context.set_owned``."""
+    on_breaker_change: Callable[[str, str, str], None] = field(init=False)
+    """:meth:`breaker_changed`."""
+
+    def __post_init__(self) -> None:
+        self.watched_call = self.log_watch.call
+        self.classify = self.journal.classify
+        self.set_owned = self.journal.context.set_owned
+        self.on_breaker_change = self.breaker_changed
 
     def redactor_for(self, step: Step) -> Redactor:
         """Return a redactor masking secret keys and the secrets in the step's args.

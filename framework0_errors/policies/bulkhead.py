@@ -89,8 +89,9 @@ class Bulkhead:
         self._sleep = sleep
         # A store in this process hands out its slots directly, with plain
         # numbers as holder ids; they are asked for at the first acquire, so
-        # that a bulkhead never used leaves no trace in the store.
-        self._local_of: Callable[..., LocalBulkhead] | None = getattr(store, "local_bulkhead", None)
+        # that a bulkhead never used leaves no trace in the store. (Looked up
+        # then too: a bound method kept per bulkhead is one more object.)
+        self._local = getattr(store, "local_bulkhead", None) is not None
         self.slots: LocalBulkhead | None = None
         """This bulkhead's slots, once :meth:`acquire` found that the store keeps them in
         this process; else None. A caller may give back a holder id of that
@@ -119,8 +120,9 @@ class Bulkhead:
             BulkheadFullError: No slot came free within ``max_wait``.
         """
         local = self.slots
-        if local is None and self._local_of is not None:
-            local = self.slots = self._local_of(self.name, limit=self.max_concurrent)
+        if local is None and self._local:
+            local_of: Callable[..., LocalBulkhead] = self.store.local_bulkhead  # type: ignore[attr-defined]
+            local = self.slots = local_of(self.name, limit=self.max_concurrent)
         if local is not None:
             holder_id: Hashable = next(_holder_numbers)  # the slots live in this process only
             now = self._clock()
