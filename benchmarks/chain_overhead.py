@@ -22,7 +22,10 @@ slow spell of a shared machine hits both sides of each ratio alike.
    ``ThreadPoolExecutor.submit(f).result(timeout)`` round trip. Target: 1.2x.
 3. A recipe of 1 ms steps run with and without error_handling blocks, the
    blocks naming a breaker and a bulkhead per step, or one shared by all.
-   Target: the blocks add under 1% to the whole run. The same recipes with
+   Target: the blocks add under 1% to the whole run. Steps that sleep 1 ms
+   and steps that compute for 1 ms are timed apart: while a step sleeps, a
+   shared machine gives the CPU's caches to other work, and everything the
+   next step runs, the blocks included, starts cold. The same recipes with
    steps that return at once show what the blocks cost per step.
 """
 
@@ -189,14 +192,25 @@ def _hand_written_chain() -> Callable[[], int]:
     return once
 
 
-def _recipe(folder: Path, steps: int, blocks: str, *, sleep: bool) -> Path:
-    """Write a recipe of ``steps`` steps that sleep 1 ms (or return at once).
+# What each step of the recipes does: names the module the steps' function is in.
+STEP_BODIES = {
+    "bench_sleep": "    time.sleep(0.001)\n",
+    # 1 ms of work: unlike a sleep, it keeps the CPU busy, so the CPU's caches
+    # are not handed over to other processes between steps.
+    "bench_work": "    end = time.perf_counter() + 0.001\n    while time.perf_counter() < end:\n"
+    "        pass\n",
+    "bench_return": "    return None\n",
+}
+
+
+def _recipe(folder: Path, steps: int, blocks: str, *, module: str) -> Path:
+    """Write a recipe of ``steps`` steps running ``STEP_BODIES[module]``.
 
     ``blocks``: none, own (a breaker and bulkhead name per step) or shared.
     """
-    module = "bench_sleep" if sleep else "bench_return"
-    body = "    time.sleep(0.001)\n" if sleep else "    return None\n"
-    (folder / f"{module}.py").write_text(f"import time\ndef step(context, args):\n{body}")
+    (folder / f"{module}.py").write_text(
+        f"import time\ndef step(context, args):\n{STEP_BODIES[module]}"
+    )
     lines = ["steps:"]
     for i in range(steps):
         lines += [f"  - name: s{i}", f"    module: {module}", "    function: step"]
@@ -221,9 +235,9 @@ def _run_recipe(path: Path) -> float:
     return time.perf_counter() - start
 
 
-def _recipe_runs(folder: Path, steps: int, *, sleep: bool, runs: int) -> dict[str, list[float]]:
+def _recipe_runs(folder: Path, steps: int, *, module: str, runs: int) -> dict[str, list[float]]:
     """Time each kind of recipe ``runs`` times, the kinds interleaved."""
-    paths = {kind: _recipe(folder, steps, kind, sleep=sleep) for kind in RECIPE_KINDS}
+    paths = {kind: _recipe(folder, steps, kind, module=module) for kind in RECIPE_KINDS}
     times: dict[str, list[float]] = {kind: [] for kind in RECIPE_KINDS}
     for _ in range(runs):
         for kind, path in paths.items():
@@ -239,6 +253,41 @@ RECIPE_LABELS = {
     "own": "each step with a breaker and a bulkhead of its own",
     "shared": "one breaker and one bulkhead shared by every step",
 }
+
+
+def _report_recipes(steps: int, runs: int) -> None:
+    """Part 3: recipes of ``steps`` steps with and without blocks, ``runs`` runs each."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sys.path.insert(0, tmp)
+        timed_runs = {
+            what: _recipe_runs(Path(tmp), steps, module=module, runs=runs)
+            for what, module in (("sleep 1 ms", "bench_sleep"), ("work 1 ms", "bench_work"))
+        }
+        quick = _recipe_runs(Path(tmp), steps, module="bench_return", runs=2 * runs)
+    print(f"3. {steps} steps of 1 ms: best and median of {runs} interleaved runs each")
+    for what, times_of in timed_runs.items():
+        best = {kind: min(times) for kind, times in times_of.items()}
+        median = {kind: statistics.median(times) for kind, times in times_of.items()}
+        print(f"   steps that {what}")
+        print(
+            f"   without error_handling: {best['none']:.3f} s best, {median['none']:.3f} s median"
+        )
+        for kind, label in RECIPE_LABELS.items():
+            added, added_median = best[kind] / best["none"] - 1, median[kind] / median["none"] - 1
+            print(
+                f"   with error_handling:    {best[kind]:.3f} s best, {median[kind]:.3f} s median: "
+                f"the blocks add {added:+.2%} (median {added_median:+.2%})"
+            )
+            print(f"      {label}")
+    per_step = {kind: min(times) / steps for kind, times in quick.items()}
+    print(f"   per step, on steps that return at once (best of {2 * runs} runs):")
+    print(f"      the host and plugin without error_handling: {per_step['none'] * 1e6:.1f} us")
+    for kind in RECIPE_LABELS:
+        print(
+            f"      added by the blocks, {kind} names: "
+            f"{(per_step[kind] - per_step['none']) * 1e6:.1f} us"
+        )
+    print("      (1% of a 1 ms step: 10 us)")
 
 
 def main() -> None:
@@ -320,30 +369,7 @@ def main() -> None:
     print(f"   framework0 chain with timeout:               {timed * 1e6:.1f} us")
     print(f"   chain / bare executor round trip: {timed / tpe:.2f}x")
 
-    with tempfile.TemporaryDirectory() as tmp:
-        sys.path.insert(0, tmp)
-        slept = _recipe_runs(Path(tmp), opts.steps, sleep=True, runs=opts.runs)
-        quick = _recipe_runs(Path(tmp), opts.steps, sleep=False, runs=2 * opts.runs)
-    best = {kind: min(times) for kind, times in slept.items()}
-    median = {kind: statistics.median(times) for kind, times in slept.items()}
-    print(f"3. {opts.steps} steps of 1 ms: best and median of {opts.runs} interleaved runs each")
-    print(f"   without error_handling: {best['none']:.3f} s best, {median['none']:.3f} s median")
-    for kind, what in RECIPE_LABELS.items():
-        added, added_median = best[kind] / best["none"] - 1, median[kind] / median["none"] - 1
-        print(
-            f"   with error_handling:    {best[kind]:.3f} s best, {median[kind]:.3f} s median: "
-            f"the blocks add {added:+.2%} (median {added_median:+.2%})"
-        )
-        print(f"      {what}")
-    per_step = {kind: min(times) / opts.steps for kind, times in quick.items()}
-    print(f"   per step, on steps that return at once (best of {2 * opts.runs} runs):")
-    print(f"      the host and plugin without error_handling: {per_step['none'] * 1e6:.1f} us")
-    for kind in RECIPE_LABELS:
-        print(
-            f"      added by the blocks, {kind} names: "
-            f"{(per_step[kind] - per_step['none']) * 1e6:.1f} us"
-        )
-    print("      (1% of a 1 ms step: 10 us)")
+    _report_recipes(opts.steps, opts.runs)
 
 
 if __name__ == "__main__":
