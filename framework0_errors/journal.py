@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
@@ -135,14 +136,15 @@ class ErrorJournal:
         set_owned = self.context.set_owned
         written = {}
         for snapshot in snapshots:
-            opened_at, half_open_at = snapshot.opened_at, snapshot.half_open_at
             # Every field is made a plain JSON value here, whichever store it came
             # from, so that the record can be handed over without set()'s check.
+            opened_at, half_open_at = snapshot.opened_at, snapshot.half_open_at
             state = {
                 "state": str(snapshot.state),
                 "consecutive_failures": int(snapshot.consecutive_failures),
-                "opened_at": None if opened_at is None else float(opened_at),
-                "half_open_at": None if half_open_at is None else float(half_open_at),
+                # No call for None, what most breakers (closed ones) hold.
+                "opened_at": None if opened_at is None else _json_seconds(opened_at),
+                "half_open_at": None if half_open_at is None else _json_seconds(half_open_at),
             }
             set_owned("circuit_breakers." + snapshot.name, state, WHO)
             written[snapshot.name] = state.copy()
@@ -164,3 +166,10 @@ class ErrorJournal:
                 if self.on_store_lost is not None:
                     self.on_store_lost(exc)
         return data
+
+
+def _json_seconds(value: float) -> float | None:
+    # An infinite half_open_at (held open by hand, forever) means what None
+    # means; JSON holds neither infinity nor NaN.
+    seconds = float(value)
+    return seconds if math.isfinite(seconds) else None

@@ -194,6 +194,8 @@ def framework0_run_end(run: Run, context: Context, report: dict[str, Any]) -> No
                 notes.append(f"recovery {recovery.recipe} for {name}: {recovery.outcome}{why}")
         now = state.timing.wall()
         try:
+            # One batch: if the store stops answering part-way, the report
+            # falls back to what the Context last heard of every breaker.
             names = sorted(state.breakers)
             breakers = state.journal.set_breakers(state.store.snapshots(names, now=now))
         except StoreUnavailableError as exc:

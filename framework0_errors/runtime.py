@@ -61,13 +61,17 @@ class RunState:
     recoveries: dict[str, RecoveryRunResult] = field(default_factory=dict)
     # Bound once per run for the steps' chains: a method bound per step would be
     # one more object a step for the garbage collector to track.
-    watched_call: Callable[..., None] = field(init=False)
+    watched_call: Callable[..., None] = field(init=False, repr=False, compare=False)
     """``log_watch.call``."""
-    classify: Callable[[BaseException], Classification] = field(init=False)
+    classify: Callable[[BaseException], Classification] = field(
+        init=False, repr=False, compare=False
+    )
     """``journal.classify``."""
-    set_owned: Callable[[str, Any, str | None], None] = field(init=False)
+    set_owned: Callable[[str, Any, str | None], None] = field(init=False, repr=False, compare=False)
     """The run's ``Context.set_owned``."""
-    on_breaker_change: Callable[[str, str, str], None] = field(init=False)
+    on_breaker_change: Callable[[str, str, str], None] = field(
+        init=False, repr=False, compare=False
+    )
     """:meth:`breaker_changed`."""
 
     def __post_init__(self) -> None:

@@ -206,10 +206,11 @@ class Context:
     def set_owned(self, key: str, value: Any, who: str | None = None) -> None:
         """Store ``value`` under ``key`` as it is, without :meth:`set`'s check and copy.
 
-        For records a plugin builds for the Context on every step (its
-        recovery state): the caller guarantees that ``value`` holds only plain
-        JSON types (dicts with string keys, lists, strings, finite numbers,
-        booleans, None) and hands it over, never changing it afterwards.
+        For records a plugin builds for the Context on every step, or for
+        many names at once (recovery state, say): the caller guarantees that
+        ``value`` holds only plain JSON types (dicts with string keys, lists,
+        strings, finite numbers, booleans, None) and hands it over, never
+        changing it afterwards.
         Anything else goes through :meth:`set`.
         """
         # _set_locked's body, inline: this runs once per step.

@@ -14,7 +14,7 @@ admitted in an earlier half-open period cannot close or reopen the breaker.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
@@ -121,14 +121,6 @@ class BreakerStore(Protocol):
 
     def snapshot(self, name: str, *, now: float) -> BreakerSnapshot:
         """Return the breaker's current state without changing it."""
-        ...
-
-    def snapshots(self, names: Sequence[str], *, now: float) -> list[BreakerSnapshot]:
-        """Return :meth:`snapshot` of each of ``names``, in that order.
-
-        What a run asks at its end, for every breaker it used: one read of the
-        store where it can, not one per name.
-        """
         ...
 
     def reset(self, name: str, *, now: float) -> Transition | None:

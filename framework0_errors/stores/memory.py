@@ -37,6 +37,7 @@ class _Breaker:
     recorded: bool = False
 
 
+# What a name never used reads as. Only ever read: never change it.
 _NEVER_USED = _Breaker()
 
 
@@ -152,7 +153,10 @@ class MemoryStore:
         return self.snapshots((name,), now=now)[0]
 
     def snapshots(self, names: Sequence[str], *, now: float) -> list[BreakerSnapshot]:
-        """Return :meth:`snapshot` of each of ``names``, in that order, under one lock."""
+        """Return :meth:`snapshot` of each of ``names``, in that order, under one lock.
+
+        :meth:`snapshot` calls this method: a subclass overriding it changes both.
+        """
         get = self._breakers.get
         with self._lock:
             return [_snapshot(name, get(name) or _NEVER_USED, now) for name in names]

@@ -15,13 +15,13 @@ import json
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from framework0_errors.orchestrator.problems import Framework0Error
-from framework0_errors.stores.base import BreakerStore, BulkheadStore
+from framework0_errors.stores.base import BreakerSnapshot, BreakerStore, BulkheadStore
 from framework0_errors.stores.memory import MemoryStore
 
 __all__ = [
@@ -90,6 +90,15 @@ class Store(BreakerStore, BulkheadStore, Protocol):
     outcomes must be JSON-serialisable; they come back as JSON data (tuples become lists).
     Context keys and step names must be strings.
     """
+
+    def snapshots(self, names: Sequence[str], *, now: float) -> list[BreakerSnapshot]:
+        """Return ``snapshot(name, now=now)`` of each of ``names``, in that order.
+
+        What a run asks at its end, for every breaker it used, and what
+        ``framework0 breakers`` lists: in one read of the store where it can,
+        not one per name.
+        """
+        ...
 
     def append_error(self, record: Mapping[str, Any]) -> None:
         """Add one error record (``ErrorRecord.to_dict()``) to the history."""

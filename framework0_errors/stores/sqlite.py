@@ -108,6 +108,7 @@ class _Breaker(NamedTuple):
         return self.state == "half_open" and admission.trial and admission.epoch == self.epoch
 
 
+# What a name never used reads as (a tuple: it cannot be changed).
 _NEVER_USED = _Breaker()
 
 # SQLite allows 999 parameters a statement in builds before 3.32.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -693,7 +694,8 @@ def test_breaker_records_hold_plain_values_that_are_the_contexts_own(
     chain, _ = step_chain("      circuit_breaker: {name: b}\n")
     journal, context = chain.state.journal, chain.state.journal.context
     odd = BreakerSnapshot("b", State("open"), Count(3), 5, 65, 0)  # type: ignore[arg-type]
-    written = journal.set_breakers([odd, BreakerSnapshot("c", "closed", 0, None, None)])
+    held = BreakerSnapshot("c", "open", 1, 7.0, math.inf)  # held open by hand, forever
+    written = journal.set_breakers([odd, held])
     stored = context.get("circuit_breakers.b")
     assert stored == {
         "state": "open",
@@ -702,7 +704,14 @@ def test_breaker_records_hold_plain_values_that_are_the_contexts_own(
         "half_open_at": 65.0,
     }
     assert [type(v) for v in stored.values()] == [str, int, float, float]
-    assert context.get("circuit_breakers.c")["state"] == "closed"
+    # JSON holds no infinity: held open until reset reads as no half-open time.
+    assert context.get("circuit_breakers.c") == written["c"]
+    assert written["c"] == {
+        "state": "open",
+        "consecutive_failures": 1,
+        "opened_at": 7.0,
+        "half_open_at": None,
+    }
     written["b"]["state"] = "changed"  # the caller's copy
     assert context.get("circuit_breakers.b")["state"] == "open"
     assert journal.set_breaker(odd) == stored

@@ -74,12 +74,13 @@ def test_snapshots_answer_as_snapshot_does_in_the_order_asked(store: Store) -> N
         names[700], now=0.0, admission=admission, failure_threshold=5, recovery_timeout=60.0
     )
     asked = ["zz", "b", *names, "b"]
-    for now in (30.0, 61.0):
-        got = store.snapshots(asked, now=now)
-        assert got == [store.snapshot(name, now=now) for name in asked]
-    assert got[0] == BreakerSnapshot("zz", "closed", 0, None, None, 0)
-    assert got[1] == got[-1] == BreakerSnapshot("b", "half_open", 1, 0.0, 60.0, 0)
-    assert got[2 + 700] == BreakerSnapshot(names[700], "closed", 1, None, None, 0)
+    for now, b_state in ((30.0, "open"), (61.0, "half_open")):
+        b = BreakerSnapshot("b", b_state, 1, 0.0, 60.0, 0)  # type: ignore[arg-type]
+        expected = [BreakerSnapshot(name, "closed", 0, None, None, 0) for name in asked]
+        expected[1] = expected[-1] = b
+        expected[2 + 700] = BreakerSnapshot(names[700], "closed", 1, None, None, 0)
+        assert store.snapshots(asked, now=now) == expected
+        assert store.snapshot("b", now=now) == b
     assert store.snapshots([], now=0.0) == []
 
 

@@ -122,6 +122,8 @@ def test_a_server_that_goes_away(spare_redis: RedisServer) -> None:
         store.before_call("b", now=1.0, half_open_max_calls=1)
     with pytest.raises(StoreUnavailableError):
         store.in_use("db", now=1.0)
+    with pytest.raises(StoreUnavailableError):
+        store.snapshots(["b", "c"], now=1.0)
     store.close()
 
 

@@ -322,3 +322,29 @@ def test_resume_after_a_kill_under_workers_does_not_repeat_work(project: Project
     ctx = json.loads((project.root / "ctx.json").read_text())["context"]
     assert ctx["count"] == 1
     assert ctx["quick"] is True
+
+
+def test_a_store_lost_at_the_end_leaves_the_breakers_the_context_heard_of(
+    project: Project, run_cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the final read of the breakers fails, the report keeps their last Context state."""
+    from framework0_errors.stores.select import MemoryStateStore, StoreUnavailableError
+
+    batch = MemoryStateStore.snapshots
+
+    def one(self: MemoryStateStore, name: str, *, now: float) -> object:
+        return batch(self, [name], now=now)[0]
+
+    def gone(self: MemoryStateStore, names: object, *, now: float) -> object:
+        raise StoreUnavailableError("the store went away")
+
+    monkeypatch.setattr(MemoryStateStore, "snapshot", one)
+    monkeypatch.setattr(MemoryStateStore, "snapshots", gone)
+    path = _dead_recipe(project, project.root / "calls.log")
+    result = run_cli("run", path, "--state", "memory:", "--report", "report.json")
+    assert result.code == 1
+    report = json.loads((project.root / "report.json").read_text())
+    # Written when the second failure opened it; the run's end could not read it again.
+    assert report["circuit_breakers"]["payments"]["state"] == "open"
+    assert report["circuit_breakers"]["payments"]["consecutive_failures"] == 2
+    assert any("the store went away" in w for w in report["warnings"])
