@@ -24,11 +24,12 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ValidationError
 
+from .attempt import Abandon
 from .classify import Classification, Classifier
 from .config import PATTERN_HELP, RetryConfig, StepErrorHandling, error_handling_schema
 from .orchestrator import Framework0Error, Locator, format_path, non_finite_problems
 from .orchestrator.schema_check import schema_problems
-from .pipeline import Abandon, Pipeline
+from .pipeline import Pipeline
 from .stores.base import BreakerStore, BulkheadStore
 from .stores.memory import MemoryStore
 from .testing import Timing, timing

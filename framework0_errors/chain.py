@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from .attempt import Abandon, Attempt, Tally, report_first
 from .config import FallbackConfig, StepErrorHandling, resolve_reference
 from .detect import DetectedLogError
 from .journal import WHO, recovery_key
@@ -23,7 +24,7 @@ from .orchestrator import (
     StepReturnedNonZero,
     resolve_callable,
 )
-from .pipeline import Abandon, Attempt, FallbackFailedError, Pipeline, Tally, report_first
+from .pipeline import FallbackFailedError, Pipeline
 from .policies import BulkheadFullError, CircuitOpenError, StepTimeoutError
 from .redact import Redactor
 from .runtime import RunState

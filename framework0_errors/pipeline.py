@@ -9,11 +9,10 @@ same thing.
 from __future__ import annotations
 
 import functools
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from .attempt import NEVER, Abandon, Attempt, Tally, report_first
 from .classify import Classification, Selector, parse_selector
 from .config import StepErrorHandling
 from .orchestrator.problems import Framework0Error
@@ -33,6 +32,8 @@ from .shared_policies import SharedPolicies
 from .stores.base import Admission, BreakerStore, BulkheadStore
 from .testing import Timing
 
+# Abandon, Attempt, Tally and report_first live in .attempt; they are still
+# importable from here.
 __all__ = [
     "Abandon",
     "Attempt",
@@ -61,61 +62,6 @@ class FallbackFailedError(Framework0Error):
         )
 
 
-class Abandon:
-    """Tells an attempt that its caller stopped waiting for it (its timeout expired).
-
-    Callbacks added before or after :meth:`set` run exactly once, with the reason.
-    Only the waiting caller calls :meth:`set`; the attempt's thread calls :meth:`add`.
-    """
-
-    __slots__ = ("_callbacks", "reason")
-
-    def __init__(self) -> None:
-        # No lock: one is made per timed attempt, and deque appends and pops are
-        # atomic, so each callback is claimed by exactly one thread (see _drain).
-        self._callbacks: deque[Callable[[str], None]] = deque()
-        self.reason: str | None = None
-
-    def add(self, callback: Callable[[str], None]) -> None:
-        """Run ``callback(reason)`` when the attempt is abandoned (now, if it already was)."""
-        self._callbacks.append(callback)
-        # Appended before reading reason, while set() writes reason before draining:
-        # whichever runs second sees the other's step and runs the callback.
-        if self.reason is not None:
-            self._drain()
-
-    def set(self, reason: str) -> None:
-        """Abandon the attempt."""
-        if self.reason is None:
-            self.reason = reason
-        self._drain()
-
-    def _drain(self) -> None:
-        reason = self.reason
-        assert reason is not None
-        while True:
-            try:
-                callback = self._callbacks.popleft()
-            except IndexError:
-                return
-            callback(reason)
-
-
-@dataclass(slots=True)
-class Tally:
-    """How one run of the pipeline went: attempts made, last error, outcome.
-
-    ``outcome`` is ``succeeded``, ``recovered`` (after retries), ``fallback``
-    or ``failed``.
-    """
-
-    attempts: int = 0
-    error: BaseException | None = None
-    outcome: str = ""
-
-
-Attempt = Callable[[int, Abandon], T]
-"""One attempt: ``attempt(number, abandon)``, numbered from 1."""
 Guarded = Callable[[Attempt[T], int], T]
 
 
@@ -351,7 +297,7 @@ class Pipeline(Generic[T]):
             holder = bulkhead.acquire()
             slots = bulkhead.slots  # known once acquire has run
             try:
-                value = attempt(number, _NEVER)
+                value = attempt(number, NEVER)
             finally:
                 if slots is not None:
                     slots.give(holder)
@@ -369,13 +315,13 @@ class Pipeline(Generic[T]):
         assert bulkhead is not None
         holder = bulkhead.acquire()
         try:
-            return attempt(number, _NEVER)
+            return attempt(number, NEVER)
         finally:
             bulkhead.release(holder)
 
     @staticmethod
     def _plain(attempt: Attempt[T], number: int) -> T:
-        return attempt(number, _NEVER)
+        return attempt(number, NEVER)
 
     def _timed_attempt(self, attempt: Attempt[T], number: int) -> T:
         assert self._timeout is not None
@@ -439,21 +385,6 @@ class Pipeline(Generic[T]):
         return any(s.matches(exc, classification) for s in self._fallback_on)
 
 
-def report_first(exc: Exception, on_error: Callable[[BaseException, int], None]) -> Exception:
-    """Tell ``on_error`` that the first attempt failed with ``exc``; return the error to go on with.
-
-    Call it in the ``except`` block that caught ``exc``, as :meth:`Pipeline.run`
-    does, so that ``on_error`` sees ``exc`` as the error being handled. An
-    :class:`Exception` that ``on_error`` raises is what happens next instead,
-    as if a later attempt had failed with it.
-    """
-    try:
-        on_error(exc, 1)
-    except Exception as failed:
-        return failed
-    return exc
-
-
 def slot_lease(block: StepErrorHandling) -> float:
     """Seconds a bulkhead slot stays held if its holder never gives it back.
 
@@ -464,18 +395,6 @@ def slot_lease(block: StepErrorHandling) -> float:
     if block.timeout is None:
         return 3600.0
     return 3 * block.timeout.seconds + 60.0
-
-
-class _Never(Abandon):
-    """The abandon signal of an attempt without a timeout: it is never set."""
-
-    __slots__ = ()
-
-    def add(self, callback: Callable[[str], None]) -> None:
-        """Nothing to wait for."""
-
-
-_NEVER = _Never()
 
 
 def _verdict(breaker: CircuitBreaker, exc: BaseException, admission: Admission) -> None:

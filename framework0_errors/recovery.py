@@ -23,6 +23,7 @@ from typing import Any, Literal
 import pluggy
 
 from .api import validate_block
+from .attempt import Abandon, Tally
 from .classify import Classifier, qualified_name
 from .config import InvalidReferenceError, RetryConfig, StepErrorHandling, resolve_reference
 from .orchestrator import (
@@ -33,7 +34,7 @@ from .orchestrator import (
     load_checked_recipe,
     resolve_callable,
 )
-from .pipeline import Abandon, Pipeline, Tally
+from .pipeline import Pipeline
 from .stores.memory import MemoryStore
 from .testing import timing
 

@@ -22,10 +22,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .attempt import Abandon, Tally
 from .classify import Classification, qualified_name
 from .config import RollbackConfig, StepErrorHandling, resolve_reference
 from .orchestrator import Context, Step, StepReturnedNonZero, resolve_callable
-from .pipeline import Abandon, Pipeline, Tally
+from .pipeline import Pipeline
 from .redact import DEFAULT_SECRET_KEYS, Redactor
 from .stores.memory import MemoryStore
 from .testing import Timing

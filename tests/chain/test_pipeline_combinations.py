@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from framework0_errors.pipeline import Abandon, FallbackFailedError, Tally
+from framework0_errors.attempt import Abandon, Tally
+from framework0_errors.pipeline import FallbackFailedError
 from framework0_errors.testing import fake_time
 
 from .test_units import _pipeline

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from framework0_errors import state as state_module
+from framework0_errors.attempt import NEVER, Abandon
 from framework0_errors.config import StateConfig, StepErrorHandling
 from framework0_errors.explain import describe_chain, worst_case
-from framework0_errors.pipeline import _NEVER, Abandon, slot_lease
+from framework0_errors.pipeline import slot_lease
 from framework0_errors.state import ResumeError, find_checkpoint, open_state, state_url
 from framework0_errors.stores.select import StoreUnavailableError, open_store
 from framework0_errors.testing import FakeClock, fake_time
@@ -35,7 +36,7 @@ def test_abandon_runs_callbacks_once_whenever_added() -> None:
     signal.set("again")
     signal.add(seen.append)
     assert seen == ["late", "late"]
-    _NEVER.add(seen.append)
+    NEVER.add(seen.append)
     assert seen == ["late", "late"]
 
 
