@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -15,10 +16,12 @@ from typing import Any, TextIO
 
 from ._version import __version__
 from .orchestrator import (
+    STEP_THREAD_PREFIX,
     Context,
     Framework0Error,
     RecipeInvalid,
     StepResult,
+    StepsAbandoned,
     build_recipe_schema,
     claims,
     execute,
@@ -111,7 +114,18 @@ def _positive_int(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the console script."""
-    sys.exit(run(argv, stdout=sys.stdout, stderr=sys.stderr))
+    code = run(argv, stdout=sys.stdout, stderr=sys.stderr)
+    if code == EXIT_INTERRUPTED and _step_threads_alive():
+        # Steps abandoned by a second Ctrl-C: an ordinary exit would wait for
+        # their threads, which Python cannot stop.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _step_threads_alive() -> bool:
+    return any(t.name.startswith(STEP_THREAD_PREFIX) for t in threading.enumerate())
 
 
 def run(argv: Sequence[str] | None, *, stdout: TextIO, stderr: TextIO) -> int:
@@ -143,6 +157,13 @@ def run(argv: Sequence[str] | None, *, stdout: TextIO, stderr: TextIO) -> int:
     except Framework0Error as exc:
         print(f"framework0: error: {exc}", file=stderr)
         return EXIT_INVALID
+    except StepsAbandoned as exc:
+        print(
+            f"framework0: interrupted again: abandoned {', '.join(exc.steps)}; their work is "
+            "not recorded, and --resume runs them again",
+            file=stderr,
+        )
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("framework0: interrupted", file=stderr)
         return EXIT_INTERRUPTED
@@ -214,6 +235,15 @@ def _cmd_run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     def show(result: StepResult) -> None:
         print(_step_line(result, width), file=stdout, flush=True)
 
+    def interrupted(running: list[str]) -> None:
+        if running:
+            print(
+                f"framework0: interrupted: waiting for {', '.join(running)} to finish; "
+                "press Ctrl-C again to abandon them",
+                file=stderr,
+                flush=True,
+            )
+
     context = Context()
     run_id: str | None = None
     resumed: set[str] = set()
@@ -235,6 +265,7 @@ def _cmd_run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         run_id=run_id,
         options={"state": args.state},
         resumed=resumed,
+        on_interrupt=interrupted,
     )
     report = result.report
     for note in report.get("notes", ()):

@@ -46,6 +46,7 @@ __all__ = [
     "framework0_describe_step",
     "framework0_failure_policy",
     "framework0_run_end",
+    "framework0_run_interrupted",
     "framework0_run_start",
     "framework0_step_end",
     "framework0_step_middleware",
@@ -219,6 +220,19 @@ def framework0_run_end(run: Run, context: Context, report: dict[str, Any]) -> No
             name: breakers[name] if name in breakers else context.get(f"circuit_breakers.{name}")
             for name in sorted(state.breakers)
         }
+
+
+@hookimpl
+def framework0_run_interrupted(run: Run) -> None:
+    """Checkpoint what the ended steps did and release the run's state and log watch.
+
+    The run is not marked finished: ``--resume`` takes it up again.
+    """
+    state = _state(run)
+    try:
+        state.checkpoint()
+    finally:
+        state.close()
 
 
 def _roll_back(run: Run, state: RunState, context: Context, report: dict[str, Any]) -> None:

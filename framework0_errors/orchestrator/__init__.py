@@ -18,11 +18,12 @@ from .recipe import (
     non_finite_problems,
     parse_recipe,
 )
-from .runner import Run, RunResult, StepResult, execute
+from .runner import STEP_THREAD_PREFIX, Run, RunResult, StepResult, StepsAbandoned, execute
 from .scriptlets import ScriptletImportError, resolve_callable
 from .yamlsource import Locator, load_yaml, parse_yaml
 
 __all__ = [
+    "STEP_THREAD_PREFIX",
     "Change",
     "Context",
     "ContextValueError",
@@ -46,6 +47,7 @@ __all__ = [
     "StepMiddleware",
     "StepResult",
     "StepReturnedNonZero",
+    "StepsAbandoned",
     "build_recipe_schema",
     "claims",
     "compose",

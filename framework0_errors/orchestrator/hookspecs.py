@@ -126,6 +126,18 @@ def framework0_run_end(run: Run, context: Context, report: dict[str, Any]) -> No
 
 
 @hookspec
+def framework0_run_interrupted(run: Run) -> None:
+    """Observe that a KeyboardInterrupt stopped the run: no report and no run_end follow.
+
+    Release what the run holds. With ``workers`` > 1 the steps that were
+    running have ended, unless a second interrupt abandoned them (they may
+    still be running in their threads).
+
+    :param run: the run.
+    """
+
+
+@hookspec
 def framework0_step_start(run: Run, step: Step) -> None:
     """Observe that ``step`` is about to be executed.
 

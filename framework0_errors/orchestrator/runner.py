@@ -16,10 +16,24 @@ from .failures import MissingContextKeys, StepReturnedNonZero
 from .middleware import Invocation, Next, StepMiddleware, compose
 from .recipe import Recipe, Step
 
-__all__ = ["Run", "RunResult", "StepResult", "execute"]
+__all__ = ["STEP_THREAD_PREFIX", "Run", "RunResult", "StepResult", "StepsAbandoned", "execute"]
+
+STEP_THREAD_PREFIX = "framework0-step"
+"""Names of the worker threads that run steps under ``workers`` > 1 start with this."""
 
 Status = Literal["succeeded", "failed", "skipped"]
 _ABSENT = object()
+
+
+class StepsAbandoned(KeyboardInterrupt):
+    """A second interrupt stopped waiting for steps still running in worker threads.
+
+    Their threads go on until the process exits; what they did is not recorded.
+    """
+
+    def __init__(self, steps: list[str]) -> None:
+        self.steps = steps
+        super().__init__(f"abandoned running step(s): {', '.join(steps)}")
 
 
 @dataclass(slots=True)
@@ -143,6 +157,7 @@ def execute(
     run_id: str | None = None,
     options: Mapping[str, Any] | None = None,
     resumed: Iterable[str] = (),
+    on_interrupt: Callable[[list[str]], None] | None = None,
 ) -> RunResult:
     """Run every step of ``recipe`` and return what became of each.
 
@@ -151,6 +166,11 @@ def execute(
     concurrently in threads; with 1 they run in ``idx`` order. To resume a
     run, pass its ``run_id``, its Context, and the steps it completed as
     ``resumed``: they count as succeeded and are not run again.
+
+    A KeyboardInterrupt stops the run. With ``workers`` > 1 the steps still
+    running (threads cannot be stopped) are waited for and recorded first,
+    after ``on_interrupt(their names)``; a second KeyboardInterrupt while
+    waiting abandons them with :class:`StepsAbandoned`.
     """
     if workers < 1:
         raise ValueError("workers must be at least 1")
@@ -163,14 +183,20 @@ def execute(
         options=options,
         resumed=frozenset(resumed),
     )
-    return _Scheduler(run, on_step_end).go()
+    return _Scheduler(run, on_step_end, on_interrupt).go()
 
 
 class _Scheduler:
-    def __init__(self, run: Run, on_step_end: Callable[[StepResult], None] | None) -> None:
+    def __init__(
+        self,
+        run: Run,
+        on_step_end: Callable[[StepResult], None] | None,
+        on_interrupt: Callable[[list[str]], None] | None = None,
+    ) -> None:
         self.run = run
         self.hook = run.hook
         self.on_step_end = on_step_end
+        self.on_interrupt = on_interrupt
         self.results: dict[str, StepResult] = {}
         self.dependents = run.recipe.dependents()
         self.waiting = {s.name: len(s.depends_on) for s in run.recipe.steps}
@@ -190,10 +216,14 @@ class _Scheduler:
             self.chains[step.name] = compose(contributed, _attempt)
             if not step.depends_on:
                 heapq.heappush(self.ready, (self.order[step.name], step.name))
-        if run.workers == 1:
-            self._sequential()
-        else:
-            self._parallel()
+        try:
+            if run.workers == 1:
+                self._sequential()
+            else:
+                self._parallel()
+        except KeyboardInterrupt:
+            self._observe("framework0_run_interrupted", run=run)
+            raise
         for step in recipe.steps:
             if step.name not in self.results:
                 self._finish(step, self._skipped(step, self._not_run_reason()))
@@ -218,7 +248,11 @@ class _Scheduler:
 
     def _parallel(self) -> None:
         running: dict[Future[StepResult], Step] = {}
-        with ThreadPoolExecutor(self.run.workers, thread_name_prefix="framework0-step") as pool:
+        # A step being handed to the pool: an interrupt may cut that short after
+        # the pool has taken it, before its future is known.
+        handing: list[Step] = []
+        pool = ThreadPoolExecutor(self.run.workers, thread_name_prefix=STEP_THREAD_PREFIX)
+        try:
             while self.ready or running:
                 while self.ready and len(running) < self.run.workers:
                     if self.run.stop_reason is not None:
@@ -226,12 +260,40 @@ class _Scheduler:
                         break
                     _, name = heapq.heappop(self.ready)
                     step = self.run.recipe.step(name)
-                    running[pool.submit(self._execute, step)] = step
+                    handing.append(step)
+                    future = pool.submit(self._execute, step)
+                    running[future] = step
+                    handing.clear()
                 if not running:
                     break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     self._finish(running.pop(future), future.result())
+        except KeyboardInterrupt:
+            self._interrupted(pool, running, handing)
+            raise
+        pool.shutdown()
+
+    def _interrupted(
+        self,
+        pool: ThreadPoolExecutor,
+        running: dict[Future[StepResult], Step],
+        handing: list[Step],
+    ) -> None:
+        # Python cannot stop a thread: the steps running finish, and what they
+        # did is recorded, unless a second interrupt abandons them.
+        self.run.request_stop("interrupted")
+        try:
+            if self.on_interrupt is not None:
+                self.on_interrupt(_names(running, handing))
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    self._finish(running.pop(future), future.result())
+            pool.shutdown()  # and a step whose hand-over the interrupt cut short
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise StepsAbandoned(_names(running, handing)) from None
 
     def _execute(self, step: Step) -> StepResult:
         run = self.run
@@ -331,6 +393,11 @@ class _Scheduler:
             "discarded_writes": [d.to_dict() for d in run.context.discarded()],
             "warnings": run.warnings,
         }
+
+
+def _names(running: dict[Future[StepResult], Step], handing: list[Step]) -> list[str]:
+    # A step handed over just as the interrupt came may be in both.
+    return list(dict.fromkeys(step.name for step in [*running.values(), *handing]))
 
 
 def _describe(exc: BaseException) -> str:

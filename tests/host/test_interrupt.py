@@ -1,0 +1,245 @@
+"""Ctrl-C under --workers: running steps are waited for, and a second Ctrl-C abandons them."""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..conftest import Project
+
+SLOW = """
+import os, time
+
+def slow(context, args):
+    open(args["started"], "w").close()
+    deadline = time.time() + 60
+    while not os.path.exists(args["release"]) and time.time() < deadline:
+        time.sleep(0.01)
+    context.set("slow_done", True)
+
+def quick(context, args):
+    context.set("quick_done", True)
+"""
+
+DEADLINE = 30.0
+
+
+def _slow_recipe(project: Project, *extra: str) -> tuple[str, Path, Path]:
+    """Write a recipe of a slow step (until release.flag appears) and a quick one.
+
+    Returns the recipe's path and the slow step's started and release flags.
+    """
+    project.module("slow_steps", SLOW)
+    started, release = project.root / "started.flag", project.root / "release.flag"
+    args = f'{{started: "{started}", release: "{release}"}}'
+    path = project.recipe(
+        "steps:\n"
+        f"  - {{name: slow, module: slow_steps, function: slow, args: {args}}}\n"
+        "  - {name: quick, module: slow_steps, function: quick}\n" + "".join(extra)
+    )
+    return path, started, release
+
+
+def _interrupt_after_a_step(result: object) -> None:
+    raise KeyboardInterrupt  # as if Ctrl-C came while the main thread recorded a step
+
+
+def _run_interrupted(path: str, **options: Any) -> None:
+    """Run the recipe with execute(), Ctrl-C coming as its first step ends."""
+    from framework0_errors.orchestrator import execute, load_checked_recipe, plugin_manager
+
+    pm = plugin_manager()
+    execute(
+        load_checked_recipe(path, pm), hook=pm.hook, on_step_end=_interrupt_after_a_step, **options
+    )
+
+
+class Running:
+    """A ``framework0 run --workers 2`` process, its stderr read line by line."""
+
+    def __init__(self, project: Project) -> None:
+        recipe, self.started, self.release = _slow_recipe(
+            project, "  - {name: later, module: slow_steps, function: quick, depends_on: [slow]}\n"
+        )
+        script = shutil.which("framework0")
+        assert script is not None, "the package must be installed (pip install -e .)"
+        self.process = subprocess.Popen(
+            [script, "run", recipe, "--workers", "2", "--state", "memory:"],
+            cwd=project.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.err: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.err.append(line)
+            self.lines.put(line)
+
+    def wait_for_file(self, path: Path) -> None:
+        """Return once ``path`` exists (the slow step has started)."""
+        deadline = time.monotonic() + DEADLINE
+        while not path.exists():
+            assert time.monotonic() < deadline, f"{path.name} never appeared"
+            assert self.process.poll() is None, "".join(self.err)
+            time.sleep(0.01)
+
+    def wait_for_line(self, text: str) -> str:
+        """Return the first stderr line containing ``text``."""
+        while True:
+            try:
+                line = self.lines.get(timeout=DEADLINE)
+            except queue.Empty:
+                pytest.fail(f"no line with {text!r} on stderr: {''.join(self.err)!r}")
+            if text in line:
+                return line
+
+    def interrupt(self) -> None:
+        """Send SIGINT, as Ctrl-C in a terminal does."""
+        self.process.send_signal(signal.SIGINT)
+
+    def finish(self) -> tuple[int, str, str]:
+        """Return the exit code, stdout and stderr once the process ends."""
+        code = self.process.wait(timeout=DEADLINE)
+        self.close()
+        return code, self.out, "".join(self.err)
+
+    def close(self) -> None:
+        """Kill the process if it still runs; read and close its pipes."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        assert self.process.stdout is not None
+        assert self.process.stderr is not None
+        self.out = self.process.stdout.read()
+        self.process.stdout.close()
+        self.reader.join(DEADLINE)
+        self.process.stderr.close()
+
+
+@pytest.fixture
+def running(project: Project) -> Iterator[Running]:
+    """The recipe running, its slow step started; killed if a test leaves it running."""
+    process = Running(project)
+    process.wait_for_file(process.started)
+    yield process
+    if not process.process.stdout or not process.process.stdout.closed:
+        process.close()
+
+
+def test_first_interrupt_waits_for_running_steps_and_records_them(running: Running) -> None:
+    """Ctrl-C says what it waits for, lets the running step finish, starts nothing new."""
+    running.interrupt()
+    line = running.wait_for_line("interrupted")
+    # quick may still be running too, on a busy machine
+    assert "framework0: interrupted: waiting for slow" in line
+    assert "to finish; press Ctrl-C again to abandon them" in line
+    running.release.touch()
+    code, out, err = running.finish()
+    assert code == 130
+    assert "Traceback" not in err
+    assert "framework0: interrupted\n" in err
+    assert "slow" in out  # its line was printed: the step was recorded
+    assert "later" not in out  # its dependent was never started
+
+
+def test_second_interrupt_abandons_running_steps_at_once(running: Running) -> None:
+    """A second Ctrl-C exits with 130 without waiting for the step, naming it."""
+    running.interrupt()
+    running.wait_for_line("press Ctrl-C again")
+    running.interrupt()
+    code, _, err = running.finish()  # the step would hold on for 60 s
+    assert code == 130
+    assert "Traceback" not in err
+    assert "interrupted again: abandoned slow" in err  # quick too, on a busy machine
+    assert "their work is not recorded, and --resume runs them again" in err
+    assert not running.release.exists()
+
+
+def test_execute_tells_on_interrupt_what_runs_and_lets_it_finish(project: Project) -> None:
+    """execute() names the steps still running to on_interrupt, then waits for them."""
+    from framework0_errors.orchestrator import Context
+
+    path, _, release = _slow_recipe(project)
+    context = Context()
+    told: list[list[str]] = []
+
+    def on_interrupt(names: list[str]) -> None:
+        told.append(names)
+        release.touch()
+
+    with pytest.raises(KeyboardInterrupt):
+        _run_interrupted(
+            path,
+            workers=2,
+            context=context,
+            on_interrupt=on_interrupt,
+            options={"state": "memory:"},
+        )
+    assert told == [["slow"]]
+    assert context.get("slow_done") is True
+
+
+def test_an_interrupted_run_commits_what_ended_and_releases_the_log_watch(
+    project: Project,
+) -> None:
+    """Ctrl-C between steps: the ended step is checkpointed even with checkpoints off."""
+    import logging
+
+    from framework0_errors import detect
+    from framework0_errors.stores.select import open_store
+
+    project.module("slow_steps", SLOW)
+    db = project.root / "state.db"
+    path = project.recipe(
+        "error_handling:\n  state: {checkpoints: false}\nsteps:\n"
+        "  - {name: a, module: slow_steps, function: quick}\n"
+        "  - {name: b, module: slow_steps, function: quick}\n"
+    )
+    with pytest.raises(KeyboardInterrupt):
+        _run_interrupted(path, options={"state": f"sqlite:{db}"})
+    store = open_store(f"sqlite:{db}")
+    try:
+        checkpoint = store.latest_run(str(Path(path).resolve()))
+        assert checkpoint is not None
+        assert checkpoint.step_outcomes == {"a": "succeeded"}
+        assert checkpoint.context["quick_done"] is True
+        assert checkpoint.finished_at is None  # still resumable
+    finally:
+        store.close()
+    dispatchers = [h for h in logging.getLogger().handlers if isinstance(h, detect._Dispatcher)]
+    assert dispatchers == []
+
+
+def test_a_second_interrupt_while_waiting_raises_steps_abandoned(project: Project) -> None:
+    """execute() raises StepsAbandoned naming the steps it stopped waiting for."""
+    from framework0_errors.orchestrator import StepsAbandoned
+
+    path, _, release = _slow_recipe(project)
+
+    def interrupted_again(names: list[str]) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        with pytest.raises(StepsAbandoned) as abandoned:
+            _run_interrupted(
+                path, workers=2, on_interrupt=interrupted_again, options={"state": "memory:"}
+            )
+    finally:
+        release.touch()  # let the abandoned step's thread end
+    assert abandoned.value.steps == ["slow"]
+    assert str(abandoned.value) == "abandoned running step(s): slow"
