@@ -45,8 +45,8 @@ __all__ = [
     "framework0_claim_keys",
     "framework0_describe_step",
     "framework0_failure_policy",
+    "framework0_run_aborted",
     "framework0_run_end",
-    "framework0_run_interrupted",
     "framework0_run_start",
     "framework0_step_end",
     "framework0_step_middleware",
@@ -223,14 +223,15 @@ def framework0_run_end(run: Run, context: Context, report: dict[str, Any]) -> No
 
 
 @hookimpl
-def framework0_run_interrupted(run: Run) -> None:
-    """Checkpoint what the ended steps did and release the run's state and log watch.
+def framework0_run_aborted(run: Run) -> None:
+    """Checkpoint what the ended steps did, send what is pending, release the run's state.
 
     The run is not marked finished: ``--resume`` takes it up again.
     """
     state = _state(run)
     try:
         state.checkpoint()
+        state.flush_notifications()
     finally:
         state.close()
 

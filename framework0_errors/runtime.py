@@ -116,14 +116,14 @@ class RunState:
         if self.store_failed:
             return
         run = self.journal.run
-        with self.running_lock:
-            running = set(self.running)
         # Writes of steps still running are left out: resuming re-runs those
         # steps, which must find the Context as it was before they started.
+        # The lock is held throughout, so no step starts (and writes) unseen.
         # The store only encodes the values: no copies needed.
-        version, changed = run.context.changes_since(
-            self.context_version, exclude=running, copies=False
-        )
+        with self.running_lock:
+            version, changed = run.context.changes_since(
+                self.context_version, exclude=self.running, copies=False
+            )
         outcomes, self.unsaved = self.unsaved, {}
         try:
             self.store.save_checkpoint(
@@ -136,6 +136,10 @@ class RunState:
         except StoreUnavailableError as exc:
             self.store_lost(exc)
             return
+        except BaseException:
+            # Interrupted: the outcomes go in the next checkpoint, with the writes.
+            self.unsaved = {**outcomes, **self.unsaved}
+            raise
         self.context_version = version
 
     def store_lost(self, exc: Exception) -> None:

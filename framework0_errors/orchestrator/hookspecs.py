@@ -126,14 +126,17 @@ def framework0_run_end(run: Run, context: Context, report: dict[str, Any]) -> No
 
 
 @hookspec
-def framework0_run_interrupted(run: Run) -> None:
-    """Observe that a KeyboardInterrupt stopped the run: no report and no run_end follow.
+def framework0_run_aborted(run: Run, error: BaseException) -> None:
+    """Observe that the run stopped early: no report and no ``run_end`` follow.
 
-    Release what the run holds. With ``workers`` > 1 the steps that were
-    running have ended, unless a second interrupt abandoned them (they may
-    still be running in their threads).
+    ``error`` is what stopped it: a KeyboardInterrupt (Ctrl-C), or an error
+    raised by a hook or callback outside any step. Release what the run
+    holds. With ``workers`` > 1 the steps that were running have ended,
+    unless a second interrupt abandoned them (they may still be running in
+    their threads).
 
     :param run: the run.
+    :param error: what stopped it.
     """
 
 

@@ -6,9 +6,10 @@ import heapq
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from queue import SimpleQueue
 from typing import Any, Literal
 
 from .context import Context
@@ -28,7 +29,9 @@ _ABSENT = object()
 class StepsAbandoned(KeyboardInterrupt):
     """A second interrupt stopped waiting for steps still running in worker threads.
 
-    Their threads go on until the process exits; what they did is not recorded.
+    What they did is not recorded. Their threads go on: Python waits for them
+    before the process exits, unless it ends with ``os._exit`` (as the
+    ``framework0`` command does).
     """
 
     def __init__(self, steps: list[str]) -> None:
@@ -205,10 +208,21 @@ class _Scheduler:
         self.chains: dict[str, Next] = {}
 
     def go(self) -> RunResult:
-        run, recipe = self.run, self.run.recipe
+        run = self.run
         started = time.time()
         clock = time.perf_counter()
         self.hook.framework0_run_start(run=run, context=run.context)
+        try:
+            results = self._run_steps()
+            report = self._report(results, started, time.perf_counter() - clock)
+        except BaseException as exc:
+            self._observe("framework0_run_aborted", run=run, error=exc)
+            raise
+        self._observe("framework0_run_end", run=run, context=run.context, report=report)
+        return RunResult(run, results, report)
+
+    def _run_steps(self) -> dict[str, StepResult]:
+        run, recipe = self.run, self.run.recipe
         for step in recipe.steps:
             contributed: list[StepMiddleware] = []
             for items in self.hook.framework0_step_middleware(run=run, step=step):
@@ -216,21 +230,14 @@ class _Scheduler:
             self.chains[step.name] = compose(contributed, _attempt)
             if not step.depends_on:
                 heapq.heappush(self.ready, (self.order[step.name], step.name))
-        try:
-            if run.workers == 1:
-                self._sequential()
-            else:
-                self._parallel()
-        except KeyboardInterrupt:
-            self._observe("framework0_run_interrupted", run=run)
-            raise
+        if run.workers == 1:
+            self._sequential()
+        else:
+            self._parallel()
         for step in recipe.steps:
             if step.name not in self.results:
                 self._finish(step, self._skipped(step, self._not_run_reason()))
-        results = {s.name: self.results[s.name] for s in recipe.steps}
-        report = self._report(results, started, time.perf_counter() - clock)
-        self._observe("framework0_run_end", run=run, context=run.context, report=report)
-        return RunResult(run, results, report)
+        return {s.name: self.results[s.name] for s in recipe.steps}
 
     def _observe(self, name: str, **kwargs: Any) -> None:
         # An observer that fails must not lose the run: what the steps did, the
@@ -247,10 +254,11 @@ class _Scheduler:
             self._finish(step, self._execute(step))
 
     def _parallel(self) -> None:
-        running: dict[Future[StepResult], Step] = {}
-        # A step being handed to the pool: an interrupt may cut that short after
-        # the pool has taken it, before its future is known.
-        handing: list[Step] = []
+        # Each worker hands back (step, result or the BaseException it raised) on
+        # this queue: a step handed to the pool just as an interrupt comes is
+        # still heard of, which a future the interrupt kept from us would not be.
+        ended: SimpleQueue[tuple[Step, StepResult | BaseException]] = SimpleQueue()
+        running: dict[str, Step] = {}
         pool = ThreadPoolExecutor(self.run.workers, thread_name_prefix=STEP_THREAD_PREFIX)
         try:
             while self.ready or running:
@@ -259,41 +267,58 @@ class _Scheduler:
                         self.ready.clear()
                         break
                     _, name = heapq.heappop(self.ready)
-                    step = self.run.recipe.step(name)
-                    handing.append(step)
-                    future = pool.submit(self._execute, step)
-                    running[future] = step
-                    handing.clear()
+                    running[name] = step = self.run.recipe.step(name)
+                    pool.submit(self._execute_into, step, ended)
                 if not running:
                     break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    self._finish(running.pop(future), future.result())
+                self._finish_next(ended, running)
         except KeyboardInterrupt:
-            self._interrupted(pool, running, handing)
+            self._interrupted(pool, ended, running)
+            raise
+        except BaseException:
+            pool.shutdown()  # the steps running end before the error goes on
             raise
         pool.shutdown()
 
     def _interrupted(
         self,
         pool: ThreadPoolExecutor,
-        running: dict[Future[StepResult], Step],
-        handing: list[Step],
+        ended: SimpleQueue[tuple[Step, StepResult | BaseException]],
+        running: dict[str, Step],
     ) -> None:
-        # Python cannot stop a thread: the steps running finish, and what they
-        # did is recorded, unless a second interrupt abandons them.
+        # Python cannot stop a thread: the steps running end, and what they did is
+        # recorded, unless a second interrupt abandons them.
         self.run.request_stop("interrupted")
         try:
             if self.on_interrupt is not None:
-                self.on_interrupt(_names(running, handing))
-            while running:
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    self._finish(running.pop(future), future.result())
-            pool.shutdown()  # and a step whose hand-over the interrupt cut short
+                self.on_interrupt(list(running))
+            pool.shutdown()  # every step handed to the pool has ended after this
+            while not ended.empty():
+                self._finish_next(ended, running)
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
-            raise StepsAbandoned(_names(running, handing)) from None
+            if not running:
+                raise  # nothing left to abandon: a plain interrupt
+            raise StepsAbandoned(list(running)) from None
+
+    def _execute_into(
+        self, step: Step, ended: SimpleQueue[tuple[Step, StepResult | BaseException]]
+    ) -> None:
+        try:
+            ended.put((step, self._execute(step)))
+        except BaseException as exc:  # a KeyboardInterrupt raised by a step's code
+            ended.put((step, exc))
+
+    def _finish_next(
+        self,
+        ended: SimpleQueue[tuple[Step, StepResult | BaseException]],
+        running: dict[str, Step],
+    ) -> None:
+        step, outcome = ended.get()
+        del running[step.name]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        self._finish(step, outcome)
 
     def _execute(self, step: Step) -> StepResult:
         run = self.run
@@ -393,11 +418,6 @@ class _Scheduler:
             "discarded_writes": [d.to_dict() for d in run.context.discarded()],
             "warnings": run.warnings,
         }
-
-
-def _names(running: dict[Future[StepResult], Step], handing: list[Step]) -> list[str]:
-    # A step handed over just as the interrupt came may be in both.
-    return list(dict.fromkeys(step.name for step in [*running.values(), *handing]))
 
 
 def _describe(exc: BaseException) -> str:
