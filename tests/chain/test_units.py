@@ -716,3 +716,28 @@ def test_breaker_records_hold_plain_values_that_are_the_contexts_own(
     written["b"]["state"] = "changed"  # the caller's copy
     assert context.get("circuit_breakers.b")["state"] == "open"
     assert journal.set_breaker(odd) == stored
+
+
+def test_outcomes_a_checkpoint_was_interrupted_saving_go_in_the_next(
+    step_chain: Callable[[str], tuple[Any, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while a checkpoint saves keeps its step outcomes for the next one."""
+    chain, _ = step_chain("      retry: {max_attempts: 2}\n")
+    state = chain.state
+    store = state.store
+    saved = store.save_checkpoint
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    state.record_outcome("a", "succeeded")
+    monkeypatch.setattr(store, "save_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        state.checkpoint()
+    state.record_outcome("b", "failed")
+    assert state.unsaved == {"a": "succeeded", "b": "failed"}
+    monkeypatch.setattr(store, "save_checkpoint", saved)
+    state.checkpoint()
+    checkpoint = store.load_checkpoint(state.journal.run.run_id)
+    assert checkpoint is not None
+    assert checkpoint.step_outcomes == {"a": "succeeded", "b": "failed"}
