@@ -80,6 +80,9 @@ Rules that hold everywhere:
 
 - Durations are seconds, as numbers (`60`, `2.5`). Unknown keys are errors.
 - Values are taken as written: `"3"` is not the number 3.
+- Recipes are YAML 1.2 (`yes` and `on` are strings), unless the file starts
+  with a `%YAML 1.1` directive. Anchors, aliases and merge keys
+  (`<<: *common`) work; a key written twice in one mapping is an error.
 - A policy key (`retry`, `fallback`, ...) that is absent or `null` means "no such
   policy"; `null` lets a step switch off a policy it would inherit.
 - A key whose default is shown as `—` may be left out but not written as `null`.

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ruamel.yaml.main
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .problems import PathPart, Problem, RecipeInvalid
 
@@ -21,6 +21,9 @@ __all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "Locator", "load_yaml", "parse
 MAX_BYTES = 16 * 1024 * 1024
 MAX_DEPTH = 64
 MAX_NODES = 500_000
+
+_FAST_PARSER = getattr(ruamel.yaml.main, "CParser", None) is not None
+"""Whether libyaml is there to parse with (see _compose)."""
 
 Path_ = tuple[PathPart, ...]
 
@@ -74,75 +77,147 @@ class Locator:
         )
 
 
-class _Converter:
-    """Turns ruamel's round-trip nodes into plain dicts and lists, with limits."""
+_STR = "tag:yaml.org,2002:str"
+_MERGE = "tag:yaml.org,2002:merge"
+_TYPED = frozenset(f"tag:yaml.org,2002:{kind}" for kind in ("null", "bool", "int", "float"))
 
-    def __init__(self, locator: Locator) -> None:
-        self.locator = locator
+
+class _Converter:
+    """Turns composed YAML nodes into plain dicts, lists and scalars, with limits."""
+
+    def __init__(self, locator: Locator, scalar: Callable[[ScalarNode], Any]) -> None:
+        self.places = locator.places
+        self.scalar = scalar
         self.nodes = 0
 
-    def convert(self, node: Any, path: Path_, depth: int) -> Any:
+    def convert(self, node: Node, path: Path_, depth: int) -> Any:
         self.nodes += 1
         if self.nodes > MAX_NODES:
             raise _TooBig(f"document has more than {MAX_NODES} nodes (alias expansion?)")
         if depth > MAX_DEPTH:
             raise _TooBig(f"document is nested deeper than {MAX_DEPTH} levels")
-        if isinstance(node, CommentedMap):
-            out: dict[Any, Any] = {}
-            for key, value in node.items():
-                child = (*path, key if isinstance(key, str | int) else str(key))
-                line, col = self._key_place(node, key)
-                self.locator.places[child] = (line, col)
-                vplace = self._value_place(node, key)
-                if vplace is not None:
-                    self.locator.places[("<value>", *child)] = vplace
-                out[key] = self.convert(value, child, depth + 1)
-            return out
-        if isinstance(node, CommentedSeq):
+        if isinstance(node, ScalarNode):
+            return node.value if node.tag == _STR else self.scalar(node)
+        if isinstance(node, SequenceNode):
+            places = self.places
             items: list[Any] = []
-            for index, value in enumerate(node):
+            for index, item in enumerate(node.value):
                 child = (*path, index)
-                try:
-                    line, col = node.lc.item(index)
-                    self.locator.places[child] = (line + 1, col + 1)
-                except (KeyError, TypeError, AttributeError):
-                    pass
-                items.append(self.convert(value, child, depth + 1))
+                if not _empty(item):
+                    mark = item.start_mark
+                    places[child] = (mark.line + 1, mark.column + 1)
+                items.append(self.convert(item, child, depth + 1))
             return items
-        if isinstance(node, str):
-            return str(node)
-        if isinstance(node, bool | int | float) or node is None:
-            return _plain_scalar(node)
-        return str(node)
+        return self._mapping(node, path, depth)
 
-    @staticmethod
-    def _key_place(node: CommentedMap, key: Any) -> tuple[int, int]:
-        try:
-            line, col = node.lc.key(key)
-            return line + 1, col + 1
-        except (KeyError, TypeError, AttributeError):
-            return node.lc.line + 1, node.lc.col + 1
+    def _mapping(self, node: Node, path: Path_, depth: int) -> dict[Any, Any]:
+        places = self.places
+        out: dict[Any, Any] = {}
+        seen: dict[Any, int] = {}
+        merged: list[Node] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                merged.append(value_node)
+                continue
+            if not isinstance(key_node, ScalarNode):
+                raise _Unreadable(
+                    key_node, "a mapping key must be a single value, not a list or mapping"
+                )
+            key = key_node.value if key_node.tag == _STR else self.scalar(key_node)
+            mark = key_node.start_mark
+            if key in seen:
+                raise _Unreadable(
+                    key_node,
+                    f"duplicate key {key!r}: it is set on line {seen[key]} already; "
+                    "keep one of them",
+                )
+            seen[key] = mark.line + 1
+            child = (*path, _part(key))
+            places[child] = (mark.line + 1, mark.column + 1)
+            if not _empty(value_node):
+                value_mark = value_node.start_mark
+                places[("<value>", *child)] = (value_mark.line + 1, value_mark.column + 1)
+            out[key] = self.convert(value_node, child, depth + 1)
+        for source in merged:
+            self._merge(out, source, path, depth)
+        return out
 
-    @staticmethod
-    def _value_place(node: CommentedMap, key: Any) -> tuple[int, int] | None:
-        try:
-            line, col = node.lc.value(key)
-            return line + 1, col + 1
-        except (KeyError, TypeError, AttributeError):
-            return None
+    def _merge(self, out: dict[Any, Any], source: Node, path: Path_, depth: int) -> None:
+        # A merge key (<<: *base, or a list of them) adds the keys it names that
+        # the mapping does not set itself; the first source listed wins.
+        # Their places are those of the entries merged in, where they are written.
+        sources = source.value if isinstance(source, SequenceNode) else [source]
+        for item in sources:
+            if not isinstance(item, MappingNode):
+                raise _Unreadable(item, "a merge key (<<) takes a mapping or a list of mappings")
+            places, self.places = self.places, {}
+            try:
+                entries = self._mapping(item, path, depth + 1)
+            finally:
+                theirs, self.places = self.places, places
+            added = {_part(key) for key in entries if key not in out}
+            for key, value in entries.items():
+                out.setdefault(key, value)
+            start = len(path)
+            for where, place in theirs.items():
+                first = where[start + 1] if where[0] == "<value>" else where[start]
+                if first in added:
+                    places.setdefault(where, place)
 
 
-def _plain_scalar(node: Any) -> Any:
-    # ruamel wraps scalars (ScalarFloat, ScalarBoolean, ...); hand out builtins.
-    if isinstance(node, bool) or node is None:
-        return None if node is None else bool(node)
-    if isinstance(node, int):
-        return int(node)
-    return float(node)
+def _empty(node: Node) -> bool:
+    # Nothing written (``key:`` alone): parsers disagree on where that nothing
+    # is, so it has no place of its own and is placed at its key or list.
+    # (A plain scalar's style is None from one parser and "" from the other.)
+    return isinstance(node, ScalarNode) and node.value == "" and not node.style
+
+
+def _part(key: Any) -> PathPart:
+    # Keys that are neither strings nor numbers (null, true) are named by their text.
+    return key if isinstance(key, str | int) else str(key)
 
 
 class _TooBig(Exception):
     pass
+
+
+class _Unreadable(Exception):
+    def __init__(self, node: Node, reason: str) -> None:
+        super().__init__(reason)
+        self.line = node.start_mark.line + 1
+        self.column = node.start_mark.column + 1
+
+
+def _compose(text: str) -> Node | None:
+    # libyaml (ruamel.yaml.clib), where installed, composes several times faster
+    # than ruamel's pure-Python parser. It follows YAML 1.1 where 1.2 differs,
+    # so the pure parser has the last word: on any error, and for documents
+    # that name their YAML version.
+    if _FAST_PARSER and "%YAML" not in text:
+        try:
+            return YAML(typ="safe", pure=False).compose(text)  # type: ignore[no-any-return]
+        except YAMLError:
+            pass
+    return YAML(typ="safe", pure=True).compose(text)  # type: ignore[no-any-return]
+
+
+def _scalar_function() -> Callable[[ScalarNode], Any]:
+    constructor = YAML(typ="safe", pure=True).constructor
+    # Recipes repeat their numbers and flags (3, 0.5, true) step after step.
+    built: dict[tuple[str, str], Any] = {}
+
+    def scalar(node: ScalarNode) -> Any:
+        # Core-schema scalars (null, bool, int, float) are built as the YAML
+        # version says; any other tag, known or not, keeps the text written.
+        if node.tag not in _TYPED:
+            return node.value
+        key = (node.tag, node.value)
+        value = built.get(key, built)
+        if value is built:
+            value = built[key] = constructor.construct_object(node)
+        return value
+
+    return scalar
 
 
 def parse_yaml(text: str, file: str) -> tuple[Any, Locator]:
@@ -156,9 +231,8 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Locator]:
         raise RecipeInvalid(
             [Problem(file, 1, 1, f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB")]
         )
-    yaml = YAML(typ="rt", pure=True)
     try:
-        raw = yaml.load(io.StringIO(text))
+        root = _compose(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
@@ -169,8 +243,12 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Locator]:
     except (YAMLError, RecursionError, ValueError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise RecipeInvalid([Problem(file, 1, 1, f"YAML error: {reason}")]) from None
+    if root is None:
+        return None, locator
     try:
-        data = _Converter(locator).convert(raw, (), 0)
+        data = _Converter(locator, _scalar_function()).convert(root, (), 0)
+    except _Unreadable as exc:
+        raise RecipeInvalid([Problem(file, exc.line, exc.column, f"YAML error: {exc}")]) from None
     except (_TooBig, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise RecipeInvalid([Problem(file, 1, 1, f"document rejected: {reason}")]) from None

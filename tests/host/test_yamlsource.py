@@ -31,12 +31,86 @@ def test_scalars_become_builtin_types() -> None:
     assert data["e"] == "2026-01-01"
 
 
+def test_other_tags_keep_the_text_written() -> None:
+    """Timestamps, binary and unknown tags are the text as written; !!str wins over int."""
+    text = "a: 2001-12-14t21:59:43.10-05:00\nb: !!binary aGk=\nc: !custom bar\nd: !!str 12\n"
+    data, _ = parse_yaml(text, "r.yaml")
+    assert data == {"a": "2001-12-14t21:59:43.10-05:00", "b": "aGk=", "c": "bar", "d": "12"}
+
+
+def test_yaml_1_2_is_read_as_yaml_1_2() -> None:
+    """What libyaml (YAML 1.1) would refuse or read otherwise is read as YAML 1.2 says."""
+    data, loc = parse_yaml("a: {b: c:d}\nc: [yes, on, 012]\n", "r.yaml")
+    assert data == {"a": {"b": "c:d"}, "c": ["yes", "on", 12]}
+    assert loc.value_position(("a", "b")) == (1, 8)
+    # A document that names its version is read by that version's rules.
+    data, _ = parse_yaml("%YAML 1.1\n---\na: yes\n", "r.yaml")
+    assert data == {"a": True}
+
+
+def test_merge_keys_add_what_the_mapping_does_not_set() -> None:
+    """``<<`` merges mappings under the keys set explicitly, placed where written."""
+    text = "base: &b {x: 1, y: {z: 2}}\nc:\n  <<: [*b, {w: 1, x: 9}]\n  y: 3\n"
+    data, loc = parse_yaml(text, "r.yaml")
+    assert data["c"] == {"y": 3, "x": 1, "w": 1}
+    assert loc.position(("c", "y")) == (4, 3)
+    assert loc.position(("c", "x")) == (1, 11)
+    assert loc.value_position(("c", "w")) == (3, 16)
+    assert loc.position(("c", "y", "z")) == (4, 3)
+
+
+TRICKY = """\
+# comment
+name: "quoted \\u00e9 \\n"   # trailing comment
+single: 'it''s'
+folded: >
+  one
+  two
+literal: |-
+  keep
+   this
+anchors: {a: &n 5, b: *n}
+list:
+- - nested
+  - {k: [1, 2.5e3, -.inf, null, ~, true, False, 0x1f, 0o17, 1_000]}
+- ? key
+  : value
+empty:
+items:
+-
+- 1
+unicode: grüße
+"""
+
+
+def test_libyaml_and_pure_parser_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """libyaml and the pure-Python parser give the same data and places."""
+    if not yamlsource._FAST_PARSER:
+        pytest.skip("ruamel.yaml.clib is not installed")
+    root = Path(__file__).resolve().parents[2]
+    files = sorted(root.glob("recipes/**/*.yaml")) + sorted(root.glob("tests/**/*.yaml"))
+    texts = [path.read_text(encoding="utf-8") for path in files] + [TRICKY]
+    assert len(texts) > 15
+    for text in texts:
+        results = []
+        for fast in (True, False):
+            monkeypatch.setattr(yamlsource, "_FAST_PARSER", fast)
+            try:
+                results.append(parse_yaml(text, "r.yaml"))
+            except RecipeInvalid as exc:
+                results.append(str(exc))  # type: ignore[arg-type]
+        assert results[0] == results[1], text
+
+
 @pytest.mark.parametrize(
     ("text", "place", "words"),
     [
         ("a: [1\n", "r.yaml:2:1:", "YAML syntax error"),
         ("a: 1\na: 2\n", "r.yaml:2:1:", "duplicate key"),
         ("a:\n\tb: 1\n", "r.yaml:2:1:", "YAML syntax error"),
+        ("a: 1\n---\nb: 2\n", "r.yaml:2:1:", "single document"),
+        ("? [a]\n: 1\n", "r.yaml:1:3:", "a mapping key must be a single value"),
+        ("a:\n  <<: 1\n", "r.yaml:2:7:", "a merge key (<<) takes a mapping"),
     ],
 )
 def test_syntax_errors_are_located(text: str, place: str, words: str) -> None:
@@ -46,6 +120,17 @@ def test_syntax_errors_are_located(text: str, place: str, words: str) -> None:
     message = str(info.value)
     assert message.startswith(place)
     assert words in message
+    assert "\n" not in message
+
+
+def test_duplicate_key_names_the_first() -> None:
+    """The message says where the key was set first and what to do."""
+    with pytest.raises(RecipeInvalid) as info:
+        parse_yaml("steps: []\nname: a\nname: b\n", "r.yaml")
+    assert str(info.value) == (
+        "r.yaml:3:1: YAML error: duplicate key 'name': it is set on line 2 already; "
+        "keep one of them"
+    )
 
 
 def test_alias_bomb_is_rejected() -> None:
