@@ -13,6 +13,7 @@ from __future__ import annotations
 from .checks import (
     InvalidReferenceError,
     check_recipe,
+    checked_recipe_config,
     load_recipe_config,
     resolve_reference,
     worst_case_seconds,
@@ -86,6 +87,7 @@ __all__ = [
     "UnknownPolicyError",
     "WebhookChannel",
     "check_recipe",
+    "checked_recipe_config",
     "effective_step_block",
     "error_handling_defs",
     "error_handling_schema",

@@ -33,6 +33,7 @@ from .models import StepErrorHandling as Block
 __all__ = [
     "InvalidReferenceError",
     "check_recipe",
+    "checked_recipe_config",
     "load_recipe_config",
     "resolve_reference",
     "worst_case_seconds",
@@ -139,9 +140,20 @@ def check_recipe(
     raw_recipe: Mapping[str, Any], locator: Locator, *, environ: Mapping[str, str] = os.environ
 ) -> list[Problem]:
     """Return every located problem (errors and warnings) of the recipe's error handling."""
+    return checked_recipe_config(raw_recipe, locator, environ=environ)[0]
+
+
+def checked_recipe_config(
+    raw_recipe: Mapping[str, Any], locator: Locator, *, environ: Mapping[str, str] = os.environ
+) -> tuple[list[Problem], tuple[RecipeErrorHandling, dict[str, Block | None]] | None]:
+    """Return the recipe's problems and, if none is an error, its configuration.
+
+    What :func:`check_recipe` and :func:`load_recipe_config` return, in one
+    pass over the recipe: a run needs both.
+    """
     loaded = _load(raw_recipe, locator)
     if loaded.recipe is None:
-        return loaded.problems
+        return loaded.problems, None
     found = _Findings()
     imports = _Imports()
     notifications = loaded.recipe.notifications
@@ -152,7 +164,10 @@ def check_recipe(
     for key, what in (("circuit_breaker", "circuit breaker"), ("bulkhead", "bulkhead")):
         _check_shared(loaded.steps, key, what, found)
     _check_notifications(raw_recipe, loaded, found, environ)
-    return sorted(loaded.problems + found.problems(locator), key=Problem.sort_key)
+    problems = sorted(loaded.problems + found.problems(locator), key=Problem.sort_key)
+    if any(p.severity == "error" for p in problems):
+        return problems, None
+    return problems, (loaded.recipe, {step.name: step.block for step in loaded.steps})
 
 
 # ------------------------------------------------------------------ loading

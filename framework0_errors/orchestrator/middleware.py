@@ -22,6 +22,11 @@ class KeyClaim:
     refer to them as ``#/$defs/<name>``. ``pattern_help`` maps each regex
     ``pattern`` used in them to words for error messages ("an error name or
     category:NAME"), so people are not shown regexes.
+
+    ``accepts``, if given, is a quicker judge of a value than the JSON Schema
+    (a compiled model, say), which must agree with it: when it accepts every
+    value of the key in a recipe, the schema is not run on them. When it
+    refuses one, the schema judges them all and explains what it finds.
     """
 
     key: str
@@ -29,6 +34,7 @@ class KeyClaim:
     schema: Mapping[str, Any]
     defs: Mapping[str, Any] = field(default_factory=dict)
     pattern_help: Mapping[str, str] = field(default_factory=dict)
+    accepts: Callable[[Any], bool] | None = field(default=None, compare=False)
 
 
 @dataclass(slots=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,14 +103,21 @@ _RECIPE_PROPERTIES: dict[str, Any] = {
 }
 
 
-def build_recipe_schema(claims: Sequence[KeyClaim]) -> dict[str, Any]:
-    """Return the JSON Schema of a whole recipe: the host's keys plus plugin claims."""
+def build_recipe_schema(
+    claims: Sequence[KeyClaim], *, accepted: Collection[KeyClaim] = ()
+) -> dict[str, Any]:
+    """Return the JSON Schema of a whole recipe: the host's keys plus plugin claims.
+
+    The values of the ``accepted`` claims are allowed as they are (their
+    claim's ``accepts`` judged them already).
+    """
     step_props = dict(_STEP_PROPERTIES)
     recipe_props = dict(_RECIPE_PROPERTIES)
     defs: dict[str, Any] = {}
     for claim in claims:
         target = step_props if claim.level == "step" else recipe_props
-        target[claim.key] = dict(claim.schema)
+        judged = any(claim is other for other in accepted)
+        target[claim.key] = True if judged else dict(claim.schema)
         defs.update(claim.defs)
     defs["step"] = {
         "type": "object",
@@ -226,9 +233,8 @@ def _build(
 ) -> Recipe:
     if data is None:
         raise RecipeInvalid([Problem(file, 1, 1, "the file is empty; a recipe needs 'steps'")])
-    validator = Draft202012Validator(
-        build_recipe_schema(claims), format_checker=Draft202012Validator.FORMAT_CHECKER
-    )
+    schema = build_recipe_schema(claims, accepted=_accepted(claims, data))
+    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
     helps = {k: v for claim in claims for k, v in claim.pattern_help.items()}
     problems = schema_problems(validator, data, locator, pattern_help=helps)
     problems += non_finite_problems(data, (), locator)
@@ -247,6 +253,25 @@ def _build(
         raw=data,
         locator=locator,
     )
+
+
+def _accepted(claims: Sequence[KeyClaim], data: Any) -> list[KeyClaim]:
+    # The claims whose quick judge accepts every value they have in ``data``.
+    # Anything unexpected (steps not a list, say) is left to the schema.
+    if not isinstance(data, dict):
+        return []
+    steps = data.get("steps")
+    if not isinstance(steps, list) or not all(isinstance(step, dict) for step in steps):
+        return []
+    accepted = []
+    for claim in claims:
+        accepts = claim.accepts
+        if accepts is None:
+            continue
+        holders = steps if claim.level == "step" else [data]
+        if all(claim.key not in holder or accepts(holder[claim.key]) for holder in holders):
+            accepted.append(claim)
+    return accepted
 
 
 def non_finite_problems(data: Any, path: tuple[Any, ...], locator: Locator) -> list[Problem]:

@@ -11,6 +11,7 @@ import ruamel.yaml.main
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.resolver import VersionedResolver
 
 from .problems import PathPart, Problem, RecipeInvalid
 
@@ -188,14 +189,42 @@ class _Unreadable(Exception):
         self.column = node.start_mark.column + 1
 
 
+class _Yaml12Resolver(VersionedResolver):
+    """YAML 1.2's implicit tags, for a document without a %YAML directive.
+
+    ruamel looks the version up again for every scalar (through two caught
+    AttributeErrors), and matches its text against the tags' patterns every
+    time; here the version is fixed, and each distinct text is matched once.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._tags: dict[str, Any] = {}
+
+    @property
+    def processing_version(self) -> tuple[int, int]:
+        return (1, 2)
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        # A plain scalar's tag depends on its text alone (there are no path resolvers).
+        if kind is not ScalarNode or not implicit[0]:
+            return super().resolve(kind, value, implicit)
+        tag = self._tags.get(value)
+        if tag is None:
+            tag = self._tags[value] = super().resolve(kind, value, implicit)
+        return tag
+
+
 def _compose(text: str) -> Node | None:
     # libyaml (ruamel.yaml.clib), where installed, composes several times faster
     # than ruamel's pure-Python parser. It follows YAML 1.1 where 1.2 differs,
     # so the pure parser has the last word: on any error, and for documents
     # that name their YAML version.
     if _FAST_PARSER and "%YAML" not in text:
+        fast = YAML(typ="safe", pure=False)
+        fast.Resolver = _Yaml12Resolver
         try:
-            return YAML(typ="safe", pure=False).compose(text)  # type: ignore[no-any-return]
+            return fast.compose(text)  # type: ignore[no-any-return]
         except YAMLError:
             pass
     return YAML(typ="safe", pure=True).compose(text)  # type: ignore[no-any-return]

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from framework0_errors.orchestrator import RecipeInvalid, parse_recipe
+from framework0_errors.orchestrator import KeyClaim, RecipeInvalid, parse_recipe
 
 from ..conftest import CliResult, Project
 
@@ -176,3 +176,54 @@ def test_module_calling_sys_exit_on_import(
     project.module("quits", "import sys\nsys.exit(3)\n")
     path = project.recipe("steps:\n  - name: a\n    module: quits\n    function: f\n")
     _check(run_cli("run", path), path + ":3:5:", "importing it raised SystemExit: 3")
+
+
+_LIMIT_SCHEMA = {"type": "object", "properties": {"n": {"type": "integer", "maximum": 5}}}
+
+
+def _limit_claim(seen: list[object], verdict: Callable[[object], bool]) -> KeyClaim:
+    def accepts(value: object) -> bool:
+        seen.append(value)
+        return verdict(value)
+
+    return KeyClaim("limit", "step", _LIMIT_SCHEMA, accepts=accepts)
+
+
+def _limit_recipe(*values: int) -> str:
+    lines = ["steps:"]
+    for i, n in enumerate(values):
+        lines += [f"  - name: s{i}", "    module: m", "    function: f", f"    limit: {{n: {n}}}"]
+    lines.append("  - {name: plain, module: m, function: f}")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_claims_quick_judge_stands_in_for_its_schema() -> None:
+    """Values that ``accepts`` passes are not run through the claim's schema."""
+    seen: list[object] = []
+    # A judge that (wrongly) accepts n: 9 shows that the schema was not asked.
+    recipe = parse_recipe(
+        _limit_recipe(1, 9), claims=[_limit_claim(seen, lambda v: True)], resolve=False
+    )
+    assert seen == [{"n": 1}, {"n": 9}]
+    assert recipe.steps[1].raw["limit"] == {"n": 9}
+
+
+def test_a_refused_value_is_explained_by_the_schema() -> None:
+    """When ``accepts`` refuses one value, the schema judges every value and locates the fault."""
+    seen: list[object] = []
+    claim = _limit_claim(seen, lambda v: v == {"n": 1})
+    with pytest.raises(RecipeInvalid) as info:
+        parse_recipe(_limit_recipe(1, 7, 8), claims=[claim], resolve=False)
+    assert [str(p) for p in info.value.problems] == [
+        "<recipe>:9:13: steps[1].limit.n: 7 is greater than the maximum of 5",
+        "<recipe>:13:13: steps[2].limit.n: 8 is greater than the maximum of 5",
+    ]
+    assert seen == [{"n": 1}, {"n": 7}]  # the first refusal settles it
+
+
+def test_a_recipe_of_unexpected_shape_goes_to_the_schema() -> None:
+    """If ``steps`` is not a list of mappings, no judge is asked and the schema explains."""
+    seen: list[object] = []
+    with pytest.raises(RecipeInvalid, match="steps"):
+        parse_recipe("steps: [1]\n", claims=[_limit_claim(seen, lambda v: True)], resolve=False)
+    assert seen == []
