@@ -31,8 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from chain_overhead import _recipe
 
-from framework0_errors.orchestrator import load_checked_recipe, parse_yaml, plugin_manager
-from framework0_errors.orchestrator import yamlsource
+from framework0_errors.orchestrator import (
+    load_checked_recipe,
+    parse_yaml,
+    plugin_manager,
+    yamlsource,
+)
 from framework0_errors.plugin import recipe_state_config
 
 
@@ -91,7 +95,8 @@ def main() -> None:
                 f"   YAML, libyaml:            {fast * 1e3:8.1f} ms  "
                 f"(pure / libyaml: {pure / fast:.1f}x)"
             )
-            print(f"   whole load (YAML, schema, checks, configuration): {loads[kind] * 1e3:.1f} ms")
+            whole = loads[kind] * 1e3
+            print(f"   whole load (YAML, schema, checks, configuration): {whole:.1f} ms")
     added = (loads["own"] - loads["none"]) / opts.steps
     print(f"the blocks add {added * 1e6:.0f} us a step to the load")
 
