@@ -28,6 +28,7 @@ from .orchestrator import (
     load_checked_recipe,
     plugin_manager,
 )
+from .signals import EXIT_TERMINATED, TerminationSignal
 from .state import find_checkpoint, open_state
 from .stores.base import BreakerSnapshot
 from .stores.select import Checkpoint
@@ -115,7 +116,7 @@ def _positive_int(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the console script."""
     code = run(argv, stdout=sys.stdout, stderr=sys.stderr)
-    if code == EXIT_INTERRUPTED and _step_threads_alive():
+    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED) and _step_threads_alive():
         # Steps abandoned by a second Ctrl-C: an ordinary exit would wait for
         # their threads, which Python cannot stop.
         sys.stdout.flush()
@@ -133,7 +134,7 @@ def run(argv: Sequence[str] | None, *, stdout: TextIO, stderr: TextIO) -> int:
 
     0: the recipe succeeded (also after recovery) or nothing was wrong;
     1: the recipe failed; 2: invalid input (file, YAML, schema, imports);
-    70: an internal error; 130: interrupted.
+    70: an internal error; 130: interrupted (Ctrl-C); 143: stopped by SIGTERM.
     """
     parser = _parser()
     try:
@@ -157,13 +158,17 @@ def run(argv: Sequence[str] | None, *, stdout: TextIO, stderr: TextIO) -> int:
     except Framework0Error as exc:
         print(f"framework0: error: {exc}", file=stderr)
         return EXIT_INVALID
-    except StepsAbandoned as exc:
-        print(
-            f"framework0: interrupted again: abandoned {', '.join(exc.steps)}; their work is "
-            "not recorded, and --resume runs them again",
-            file=stderr,
-        )
-        return EXIT_INTERRUPTED
+    except _Stopped as exc:
+        how = "terminated" if exc.terminated else "interrupted"
+        if exc.abandoned:
+            print(
+                f"framework0: {how} again: abandoned {', '.join(exc.abandoned)}; their work is "
+                "not recorded, and --resume runs them again",
+                file=stderr,
+            )
+        else:
+            print(f"framework0: {how}", file=stderr)
+        return EXIT_TERMINATED if exc.terminated else EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("framework0: interrupted", file=stderr)
         return EXIT_INTERRUPTED
@@ -233,15 +238,21 @@ def _cmd_run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     )
 
     def show(result: StepResult) -> None:
-        print(_step_line(result, width), file=stdout, flush=True)
+        _say(stdout, _step_line(result, width))
+
+    termination = TerminationSignal()
 
     def interrupted(running: list[str]) -> None:
         if running:
-            print(
-                f"framework0: interrupted: waiting for {', '.join(running)} to finish; "
-                "press Ctrl-C again to abandon them",
-                file=stderr,
-                flush=True,
+            how, again = (
+                ("terminated", "send SIGTERM again (or press Ctrl-C)")
+                if termination.received
+                else ("interrupted", "press Ctrl-C again")
+            )
+            _say(
+                stderr,
+                f"framework0: {how}: waiting for {', '.join(running)} to finish; "
+                f"{again} to abandon them",
             )
 
     context = Context()
@@ -256,17 +267,23 @@ def _cmd_run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             f"framework0: resuming run {run_id}: {len(resumed)} step(s) done before",
             file=stdout,
         )
-    result = execute(
-        recipe,
-        hook=pm.hook,
-        workers=args.workers,
-        context=context,
-        on_step_end=show,
-        run_id=run_id,
-        options={"state": args.state},
-        resumed=resumed,
-        on_interrupt=interrupted,
-    )
+    try:
+        with termination:
+            result = execute(
+                recipe,
+                hook=pm.hook,
+                workers=args.workers,
+                context=context,
+                on_step_end=show,
+                run_id=run_id,
+                options={"state": args.state},
+                resumed=resumed,
+                on_interrupt=interrupted,
+            )
+    except StepsAbandoned as exc:
+        raise _Stopped(termination.received, exc.steps) from None
+    except KeyboardInterrupt:
+        raise _Stopped(termination.received, []) from None
     report = result.report
     for note in report.get("notes", ()):
         print(f"  {note}", file=stdout)
@@ -282,6 +299,22 @@ def _cmd_run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     if not written:
         return EXIT_INVALID
     return EXIT_OK if result.succeeded else EXIT_FAILED
+
+
+def _say(stream: TextIO, line: str) -> None:
+    # One write with its newline: print() writes the two apart, and a Ctrl-C or
+    # SIGTERM landing between them would run this line into the next.
+    stream.write(line + "\n")
+    stream.flush()
+
+
+class _Stopped(Exception):
+    """A run stopped by Ctrl-C or SIGTERM; ``abandoned``: steps a second one left running."""
+
+    def __init__(self, terminated: bool, abandoned: list[str]) -> None:
+        super().__init__("terminated" if terminated else "interrupted")
+        self.terminated = terminated
+        self.abandoned = abandoned
 
 
 def _write_outputs(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -173,7 +174,8 @@ def execute(
     A KeyboardInterrupt stops the run. With ``workers`` > 1 the steps still
     running (threads cannot be stopped) are waited for and recorded first,
     after ``on_interrupt(their names)``; a second KeyboardInterrupt while
-    waiting abandons them with :class:`StepsAbandoned`.
+    waiting abandons them with :class:`StepsAbandoned`. Steps handed to a
+    worker that had not begun them are not run.
     """
     if workers < 1:
         raise ValueError("workers must be at least 1")
@@ -206,6 +208,11 @@ class _Scheduler:
         self.order = {s.name: (s.idx, s.position) for s in run.recipe.steps}
         self.ready: list[tuple[tuple[int, int], str]] = []
         self.chains: dict[str, Next] = {}
+        # Under --workers: the steps a worker has begun (they will report on the
+        # queue), and whether an interrupt stopped handing out more.
+        self.start_lock = threading.Lock()
+        self.started: set[str] = set()
+        self.stopping = False
 
     def go(self) -> RunResult:
         run = self.run
@@ -254,10 +261,11 @@ class _Scheduler:
             self._finish(step, self._execute(step))
 
     def _parallel(self) -> None:
-        # Each worker hands back (step, result or the BaseException it raised) on
-        # this queue: a step handed to the pool just as an interrupt comes is
-        # still heard of, which a future the interrupt kept from us would not be.
-        ended: SimpleQueue[tuple[Step, StepResult | BaseException]] = SimpleQueue()
+        # Each worker hands back (step, result or the BaseException it raised, or
+        # None if it never began the step) on this queue: a step handed to the
+        # pool just as an interrupt comes is still heard of, which a future the
+        # interrupt kept from us would not be.
+        ended: SimpleQueue[tuple[Step, _Outcome]] = SimpleQueue()
         running: dict[str, Step] = {}
         pool = ThreadPoolExecutor(self.run.workers, thread_name_prefix=STEP_THREAD_PREFIX)
         try:
@@ -283,39 +291,48 @@ class _Scheduler:
     def _interrupted(
         self,
         pool: ThreadPoolExecutor,
-        ended: SimpleQueue[tuple[Step, StepResult | BaseException]],
+        ended: SimpleQueue[tuple[Step, _Outcome]],
         running: dict[str, Step],
     ) -> None:
         # Python cannot stop a thread: the steps running end, and what they did is
-        # recorded, unless a second interrupt abandons them.
+        # recorded, unless a second interrupt abandons them. They are waited for
+        # on the queue, not through the pool: an interrupt that lands while the
+        # pool starts a thread leaves that thread (and its step) unknown to it.
         self.run.request_stop("interrupted")
+        with self.start_lock:
+            self.stopping = True
+            begun = self.started.intersection(running)
+        for name in set(running) - begun:
+            del running[name]  # handed over but not begun: it never will be
         try:
             if self.on_interrupt is not None:
                 self.on_interrupt(list(running))
-            pool.shutdown()  # every step handed to the pool has ended after this
-            while not ended.empty():
+            while running:
                 self._finish_next(ended, running)
+            pool.shutdown()
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
             if not running:
                 raise  # nothing left to abandon: a plain interrupt
             raise StepsAbandoned(list(running)) from None
 
-    def _execute_into(
-        self, step: Step, ended: SimpleQueue[tuple[Step, StepResult | BaseException]]
-    ) -> None:
+    def _execute_into(self, step: Step, ended: SimpleQueue[tuple[Step, _Outcome]]) -> None:
+        with self.start_lock:
+            if self.stopping:
+                ended.put((step, None))
+                return
+            self.started.add(step.name)
         try:
             ended.put((step, self._execute(step)))
         except BaseException as exc:  # a KeyboardInterrupt raised by a step's code
             ended.put((step, exc))
 
     def _finish_next(
-        self,
-        ended: SimpleQueue[tuple[Step, StepResult | BaseException]],
-        running: dict[str, Step],
+        self, ended: SimpleQueue[tuple[Step, _Outcome]], running: dict[str, Step]
     ) -> None:
         step, outcome = ended.get()
-        del running[step.name]
+        if running.pop(step.name, None) is None or outcome is None:
+            return  # a step an interrupt kept from beginning
         if isinstance(outcome, BaseException):
             raise outcome
         self._finish(step, outcome)
@@ -418,6 +435,10 @@ class _Scheduler:
             "discarded_writes": [d.to_dict() for d in run.context.discarded()],
             "warnings": run.warnings,
         }
+
+
+_Outcome = StepResult | BaseException | None
+"""What a worker hands back for a step: its result, what it raised, or None if not begun."""
 
 
 def _describe(exc: BaseException) -> str:

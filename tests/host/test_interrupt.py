@@ -179,6 +179,54 @@ def test_second_interrupt_abandons_running_steps_at_once(running: Running) -> No
     assert "their work is not recorded, and --resume runs them again" in err
 
 
+def test_sigterm_stops_the_run_as_ctrl_c_does(running: Running) -> None:
+    """SIGTERM (a scheduler stopping the run) waits for the running step and exits with 143."""
+    running.process.send_signal(signal.SIGTERM)
+    line = running.wait_for_line("terminated")
+    assert "framework0: terminated: waiting for slow" in line
+    assert "send SIGTERM again (or press Ctrl-C) to abandon them" in line
+    running.release.touch()
+    code, out, err = running.finish()
+    assert code == 143
+    assert "Traceback" not in err
+    assert "framework0: terminated\n" in err
+    assert re.search(r"^\s+ok\s+slow\s", out, re.MULTILINE)
+    assert "later" not in out
+
+
+def test_second_sigterm_abandons_running_steps(running: Running) -> None:
+    """A second SIGTERM abandons the running step at once and names it."""
+    running.process.send_signal(signal.SIGTERM)
+    running.wait_for_line("send SIGTERM again")
+    running.process.send_signal(signal.SIGTERM)
+    code, _, err = running.finish()  # times out if it waits for the step (60 s)
+    assert code == 143
+    assert "Traceback" not in err
+    assert "terminated again: abandoned slow" in err
+
+
+def test_sigterm_handler_is_put_back_after_a_run(project: Project) -> None:
+    """In-process, the run's SIGTERM handler is in place only while the steps run."""
+    import io
+    import sys
+
+    from framework0_errors import cli
+
+    project.module(
+        "sigterm_look",
+        "import signal\nSEEN = []\n"
+        "def f(context, args):\n    SEEN.append(signal.getsignal(signal.SIGTERM))\n",
+    )
+    path = project.recipe("steps:\n  - {name: a, module: sigterm_look, function: f}\n")
+    before = signal.getsignal(signal.SIGTERM)
+    out = io.StringIO()
+    assert cli.run(["run", path, "--state", "memory:"], stdout=out, stderr=out) == 0
+    assert signal.getsignal(signal.SIGTERM) is before
+    seen = sys.modules["sigterm_look"].SEEN
+    assert len(seen) == 1
+    assert seen[0] is not before  # installed while the step ran
+
+
 def test_execute_tells_on_interrupt_what_runs_and_lets_it_finish(project: Project) -> None:
     """execute() names the steps still running to on_interrupt, then waits for them."""
     from framework0_errors.orchestrator import Context
@@ -202,6 +250,115 @@ def test_execute_tells_on_interrupt_what_runs_and_lets_it_finish(project: Projec
     assert type(stopped.value) is KeyboardInterrupt  # nothing was abandoned
     assert told == [["slow"]]
     assert context.get("slow_done") is True
+
+
+def test_an_interrupt_while_the_pool_starts_a_thread_still_waits_for_its_step(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C inside Thread.start(): the pool never learns of the thread; its step is waited for."""
+    from framework0_errors.orchestrator import (
+        STEP_THREAD_PREFIX,
+        Context,
+        execute,
+        load_checked_recipe,
+        plugin_manager,
+    )
+
+    path, started, release = _slow_recipe(project)
+    real_start = threading.Thread.start
+    interrupted: list[str] = []
+
+    def start(thread: threading.Thread) -> None:
+        real_start(thread)
+        if thread.name.startswith(STEP_THREAD_PREFIX) and not interrupted:
+            # As Ctrl-C landing in Thread.start() once the step had begun: the
+            # pool's submit() stops before it notes the thread.
+            deadline = time.monotonic() + DEADLINE
+            while not started.exists():
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            interrupted.append(thread.name)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    pm = plugin_manager()
+    context = Context()
+    told: list[list[str]] = []
+    ended: list[str] = []
+
+    def on_interrupt(names: list[str]) -> None:
+        told.append(names)
+        threading.Timer(0.05, release.touch).start()  # slow ends a little later
+
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        execute(
+            load_checked_recipe(path, pm),
+            hook=pm.hook,
+            workers=2,
+            context=context,
+            on_step_end=lambda result: ended.append(result.name),  # type: ignore[attr-defined]
+            on_interrupt=on_interrupt,
+            options={"state": "memory:"},
+        )
+    assert type(stopped.value) is KeyboardInterrupt
+    assert told == [["slow"]]
+    assert ended == ["slow"]  # waited for and recorded; quick was never handed out
+    assert context.get("slow_done") is True
+
+
+def test_a_step_handed_over_but_not_begun_when_interrupted_never_begins(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step queued for a busy worker when Ctrl-C comes is not waited for, and never runs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from framework0_errors.orchestrator import (
+        Context,
+        execute,
+        load_checked_recipe,
+        plugin_manager,
+        runner,
+    )
+
+    path, started, release = _slow_recipe(project)
+    # One thread behind --workers 2: slow holds it, and quick waits in its queue.
+    monkeypatch.setattr(
+        runner, "ThreadPoolExecutor", lambda workers, **kw: ThreadPoolExecutor(1, **kw)
+    )
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def ctrl_c_once_slow_runs() -> None:
+        deadline = time.monotonic() + DEADLINE
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    pm = plugin_manager()
+    context = Context()
+    told: list[list[str]] = []
+    ended: list[str] = []
+
+    def on_interrupt(names: list[str]) -> None:
+        told.append(names)
+        release.touch()
+
+    threading.Thread(target=ctrl_c_once_slow_runs, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        execute(
+            load_checked_recipe(path, pm),
+            hook=pm.hook,
+            workers=2,
+            context=context,
+            on_step_end=lambda result: ended.append(result.name),  # type: ignore[attr-defined]
+            on_interrupt=on_interrupt,
+            options={"state": "memory:"},
+        )
+    assert type(stopped.value) is KeyboardInterrupt
+    assert told == [["slow"]]
+    assert ended == ["slow"]
+    assert context.get("slow_done") is True
+    assert context.get("quick_done") is None  # handed over, never begun
 
 
 def test_an_interrupted_run_commits_what_ended_and_releases_the_log_watch(
