@@ -252,35 +252,25 @@ def test_execute_tells_on_interrupt_what_runs_and_lets_it_finish(project: Projec
     assert context.get("slow_done") is True
 
 
-def test_an_interrupt_while_the_pool_starts_a_thread_still_waits_for_its_step(
-    project: Project, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Ctrl-C inside Thread.start(): the pool never learns of the thread; its step is waited for."""
+def _wait_for(path: Path) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.01)
+
+
+def _interrupted_with_workers(path: str, release: Path) -> tuple[list[list[str]], list[str], Any]:
+    """Run under --workers 2 until an interrupt the test arranges; release slow when told.
+
+    Returns what on_interrupt was told, the steps whose end was recorded, and the Context.
+    """
     from framework0_errors.orchestrator import (
-        STEP_THREAD_PREFIX,
         Context,
         execute,
         load_checked_recipe,
         plugin_manager,
     )
 
-    path, started, release = _slow_recipe(project)
-    real_start = threading.Thread.start
-    interrupted: list[str] = []
-
-    def start(thread: threading.Thread) -> None:
-        real_start(thread)
-        if thread.name.startswith(STEP_THREAD_PREFIX) and not interrupted:
-            # As Ctrl-C landing in Thread.start() once the step had begun: the
-            # pool's submit() stops before it notes the thread.
-            deadline = time.monotonic() + DEADLINE
-            while not started.exists():
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
-            interrupted.append(thread.name)
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(threading.Thread, "start", start)
     pm = plugin_manager()
     context = Context()
     told: list[list[str]] = []
@@ -300,7 +290,31 @@ def test_an_interrupt_while_the_pool_starts_a_thread_still_waits_for_its_step(
             on_interrupt=on_interrupt,
             options={"state": "memory:"},
         )
-    assert type(stopped.value) is KeyboardInterrupt
+    assert type(stopped.value) is KeyboardInterrupt  # nothing was abandoned
+    return told, ended, context
+
+
+def test_an_interrupt_while_the_pool_starts_a_thread_still_waits_for_its_step(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C inside Thread.start(): the pool never learns of the thread; its step is waited for."""
+    from framework0_errors.orchestrator import STEP_THREAD_PREFIX
+
+    path, started, release = _slow_recipe(project)
+    real_start = threading.Thread.start
+    interrupted: list[str] = []
+
+    def start(thread: threading.Thread) -> None:
+        real_start(thread)
+        if thread.name.startswith(STEP_THREAD_PREFIX) and not interrupted:
+            # As Ctrl-C landing in Thread.start() once the step had begun: the
+            # pool's submit() stops before it notes the thread.
+            _wait_for(started)
+            interrupted.append(thread.name)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    told, ended, context = _interrupted_with_workers(path, release)
     assert told == [["slow"]]
     assert ended == ["slow"]  # waited for and recorded; quick was never handed out
     assert context.get("slow_done") is True
@@ -312,13 +326,7 @@ def test_a_step_handed_over_but_not_begun_when_interrupted_never_begins(
     """A step queued for a busy worker when Ctrl-C comes is not waited for, and never runs."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from framework0_errors.orchestrator import (
-        Context,
-        execute,
-        load_checked_recipe,
-        plugin_manager,
-        runner,
-    )
+    from framework0_errors.orchestrator import runner
 
     path, started, release = _slow_recipe(project)
     # One thread behind --workers 2: slow holds it, and quick waits in its queue.
@@ -329,32 +337,11 @@ def test_a_step_handed_over_but_not_begun_when_interrupted_never_begins(
     assert main is not None
 
     def ctrl_c_once_slow_runs() -> None:
-        deadline = time.monotonic() + DEADLINE
-        while not started.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait_for(started)
         signal.pthread_kill(main, signal.SIGINT)
 
-    pm = plugin_manager()
-    context = Context()
-    told: list[list[str]] = []
-    ended: list[str] = []
-
-    def on_interrupt(names: list[str]) -> None:
-        told.append(names)
-        release.touch()
-
     threading.Thread(target=ctrl_c_once_slow_runs, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt) as stopped:
-        execute(
-            load_checked_recipe(path, pm),
-            hook=pm.hook,
-            workers=2,
-            context=context,
-            on_step_end=lambda result: ended.append(result.name),  # type: ignore[attr-defined]
-            on_interrupt=on_interrupt,
-            options={"state": "memory:"},
-        )
-    assert type(stopped.value) is KeyboardInterrupt
+    told, ended, context = _interrupted_with_workers(path, release)
     assert told == [["slow"]]
     assert ended == ["slow"]
     assert context.get("slow_done") is True
