@@ -267,6 +267,7 @@ def _cmd_run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             f"framework0: resuming run {run_id}: {len(resumed)} step(s) done before",
             file=stdout,
         )
+    aborted: list[dict[str, Any]] = []  # the report of a run an interrupt stopped
     try:
         with termination:
             result = execute(
@@ -279,26 +280,35 @@ def _cmd_run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                 options={"state": args.state},
                 resumed=resumed,
                 on_interrupt=interrupted,
+                on_abort=aborted.append,
             )
-    except StepsAbandoned as exc:
-        raise _Stopped(termination.received, exc.steps) from None
-    except KeyboardInterrupt:
-        raise _Stopped(termination.received, []) from None
-    report = result.report
+    except KeyboardInterrupt as exc:
+        # What ran so far is reported and written, as after a whole run.
+        for report in aborted:
+            if termination.received:
+                report["status"] = "terminated"
+            _summarise(recipe.name, report, stdout, stderr)
+            _write_outputs(args, report["run_id"], context, report, stderr)
+        abandoned = exc.steps if isinstance(exc, StepsAbandoned) else []
+        raise _Stopped(termination.received, abandoned) from None
+    _summarise(recipe.name, result.report, stdout, stderr)
+    written = _write_outputs(args, result.run.run_id, context, result.report, stderr)
+    if not written:
+        return EXIT_INVALID
+    return EXIT_OK if result.succeeded else EXIT_FAILED
+
+
+def _summarise(name: str, report: dict[str, Any], stdout: TextIO, stderr: TextIO) -> None:
     for note in report.get("notes", ()):
         print(f"  {note}", file=stdout)
     for warning in report.get("warnings", ()):
         print(f"framework0: warning: {warning}", file=stderr)
     counts = report["counts"]
     print(
-        f"recipe {recipe.name}: {report['status']} ({counts['succeeded']} succeeded, "
+        f"recipe {name}: {report['status']} ({counts['succeeded']} succeeded, "
         f"{counts['failed']} failed, {counts['skipped']} skipped) in {report['duration']:.3f}s",
         file=stdout,
     )
-    written = _write_outputs(args, result.run.run_id, context, report, stderr)
-    if not written:
-        return EXIT_INVALID
-    return EXIT_OK if result.succeeded else EXIT_FAILED
 
 
 def _say(stream: TextIO, line: str) -> None:

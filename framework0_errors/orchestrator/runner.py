@@ -162,6 +162,7 @@ def execute(
     options: Mapping[str, Any] | None = None,
     resumed: Iterable[str] = (),
     on_interrupt: Callable[[list[str]], None] | None = None,
+    on_abort: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Run every step of ``recipe`` and return what became of each.
 
@@ -175,7 +176,10 @@ def execute(
     running (threads cannot be stopped) are waited for and recorded first,
     after ``on_interrupt(their names)``; a second KeyboardInterrupt while
     waiting abandons them with :class:`StepsAbandoned`. Steps handed to a
-    worker that had not begun them are not run.
+    worker that had not begun them are not run. Before the interrupt goes
+    on, ``on_abort(report)`` gets the run report of what happened so far:
+    ``status`` is ``interrupted``, and every step that did not end is
+    ``skipped``, with the reason.
     """
     if workers < 1:
         raise ValueError("workers must be at least 1")
@@ -188,7 +192,7 @@ def execute(
         options=options,
         resumed=frozenset(resumed),
     )
-    return _Scheduler(run, on_step_end, on_interrupt).go()
+    return _Scheduler(run, on_step_end, on_interrupt, on_abort).go()
 
 
 class _Scheduler:
@@ -197,11 +201,15 @@ class _Scheduler:
         run: Run,
         on_step_end: Callable[[StepResult], None] | None,
         on_interrupt: Callable[[list[str]], None] | None = None,
+        on_abort: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.run = run
         self.hook = run.hook
         self.on_step_end = on_step_end
         self.on_interrupt = on_interrupt
+        self.on_abort = on_abort
+        self.current: str | None = None
+        """The step running in the main thread (without --workers), if any."""
         self.results: dict[str, StepResult] = {}
         self.dependents = run.recipe.dependents()
         self.waiting = {s.name: len(s.depends_on) for s in run.recipe.steps}
@@ -224,6 +232,8 @@ class _Scheduler:
             report = self._report(results, started, time.perf_counter() - clock)
         except BaseException as exc:
             self._observe("framework0_run_aborted", run=run, error=exc)
+            if self.on_abort is not None and isinstance(exc, KeyboardInterrupt):
+                self.on_abort(self._interrupted_report(exc, started, time.perf_counter() - clock))
             raise
         self._observe("framework0_run_end", run=run, context=run.context, report=report)
         return RunResult(run, results, report)
@@ -258,7 +268,10 @@ class _Scheduler:
         while self.ready and self.run.stop_reason is None:
             _, name = heapq.heappop(self.ready)
             step = self.run.recipe.step(name)
-            self._finish(step, self._execute(step))
+            self.current = name
+            result = self._execute(step)
+            self.current = None
+            self._finish(step, result)
 
     def _parallel(self) -> None:
         # Each worker hands back (step, result or the BaseException it raised, or
@@ -414,18 +427,44 @@ class _Scheduler:
             return f"not run: the recipe stopped because {self.run.stop_reason}"
         return "not run"  # pragma: no cover - every step is reachable in a valid recipe
 
+    def _interrupted_report(
+        self, exc: KeyboardInterrupt, started: float, duration: float
+    ) -> dict[str, Any]:
+        # Every step that did not end counts as skipped, and says why.
+        abandoned = set(exc.steps) if isinstance(exc, StepsAbandoned) else set()
+        results: dict[str, StepResult] = {}
+        for step in self.run.recipe.steps:
+            result = self.results.get(step.name)
+            if result is None:
+                if step.name in abandoned:
+                    why = "abandoned while running: a second interrupt stopped waiting for it"
+                elif step.name == self.current:
+                    why = "stopped while running by the interrupt"
+                else:
+                    why = "not run: the run was interrupted"
+                result = self._skipped(step, why)
+            results[step.name] = result
+        return self._report(results, started, duration, status="interrupted")
+
     def _report(
-        self, results: dict[str, StepResult], started: float, duration: float
+        self,
+        results: dict[str, StepResult],
+        started: float,
+        duration: float,
+        *,
+        status: str | None = None,
     ) -> dict[str, Any]:
         run = self.run
         counts = dict.fromkeys(("succeeded", "failed", "skipped"), 0)
         for result in results.values():
             counts[result.status] += 1
+        if status is None:
+            status = "succeeded" if counts["failed"] == counts["skipped"] == 0 else "failed"
         return {
             "run_id": run.run_id,
             "recipe": run.recipe.name,
             "path": run.recipe.path,
-            "status": "succeeded" if counts["failed"] == counts["skipped"] == 0 else "failed",
+            "status": status,
             "started": _iso(started),
             "ended": _iso(started + duration),
             "duration": round(duration, 6),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import re
@@ -76,14 +77,14 @@ def _log_watch_installed() -> bool:
 class Running:
     """A ``framework0 run --workers 2`` process, its stderr read line by line."""
 
-    def __init__(self, project: Project) -> None:
+    def __init__(self, project: Project, *options: str) -> None:
         recipe, self.started, self.release = _slow_recipe(
             project, "  - {name: later, module: slow_steps, function: quick, depends_on: [slow]}\n"
         )
         script = shutil.which("framework0")
         assert script is not None, "the package must be installed (pip install -e .)"
         self.process = subprocess.Popen(
-            [script, "run", recipe, "--workers", "2", "--state", "memory:"],
+            [script, "run", recipe, "--workers", "2", "--state", "memory:", *options],
             cwd=project.root,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -144,11 +145,21 @@ class Running:
 @pytest.fixture
 def running(project: Project) -> Iterator[Running]:
     """The recipe running, its slow step started; killed if a test leaves it running."""
-    process = Running(project)
+    yield from _started(Running(project))
+
+
+@pytest.fixture
+def reporting(project: Project) -> Iterator[Running]:
+    """As ``running``, with ``--report report.json``."""
+    yield from _started(Running(project, "--report", str(project.root / "report.json")))
+
+
+def _started(process: Running) -> Iterator[Running]:
     process.wait_for_file(process.started)
     yield process
     if not process.process.stdout or not process.process.stdout.closed:
         process.close()
+    process.release.touch()  # let a step a test abandoned end
 
 
 def test_first_interrupt_waits_for_running_steps_and_records_them(running: Running) -> None:
@@ -179,30 +190,74 @@ def test_second_interrupt_abandons_running_steps_at_once(running: Running) -> No
     assert "their work is not recorded, and --resume runs them again" in err
 
 
-def test_sigterm_stops_the_run_as_ctrl_c_does(running: Running) -> None:
+def test_sigterm_stops_the_run_as_ctrl_c_does(project: Project, reporting: Running) -> None:
     """SIGTERM (a scheduler stopping the run) waits for the running step and exits with 143."""
-    running.process.send_signal(signal.SIGTERM)
-    line = running.wait_for_line("terminated")
+    reporting.process.send_signal(signal.SIGTERM)
+    line = reporting.wait_for_line("terminated")
     assert "framework0: terminated: waiting for slow" in line
     assert "send SIGTERM again (or press Ctrl-C) to abandon them" in line
-    running.release.touch()
-    code, out, err = running.finish()
+    reporting.release.touch()
+    code, out, err = reporting.finish()
     assert code == 143
     assert "Traceback" not in err
     assert "framework0: terminated\n" in err
     assert re.search(r"^\s+ok\s+slow\s", out, re.MULTILINE)
-    assert "later" not in out
+    assert "recipe recipe: terminated (" in out
+    written = json.loads((project.root / "report.json").read_text())
+    assert written["status"] == "terminated"
+    steps = {s["name"]: s for s in written["steps"]}
+    assert steps["slow"]["status"] == "succeeded"
+    assert steps["later"]["status"] == "skipped"
+    assert steps["later"]["reason"] == "not run: the run was interrupted"
 
 
-def test_second_sigterm_abandons_running_steps(running: Running) -> None:
-    """A second SIGTERM abandons the running step at once and names it."""
-    running.process.send_signal(signal.SIGTERM)
-    running.wait_for_line("send SIGTERM again")
-    running.process.send_signal(signal.SIGTERM)
-    code, _, err = running.finish()  # times out if it waits for the step (60 s)
+def test_an_interrupted_run_writes_its_report_and_context(project: Project) -> None:
+    """Ctrl-C in a step: --report and --context-out say what ran, and what did not and why."""
+    import io
+
+    from framework0_errors import cli
+
+    project.module(
+        "stopping_steps",
+        "def first(context, args):\n    context.set('first', 1)\n"
+        "def stop(context, args):\n    raise KeyboardInterrupt\n",
+    )
+    path = project.recipe(
+        "steps:\n  - {name: a, module: stopping_steps, function: first}\n"
+        "  - {name: b, module: stopping_steps, function: stop, depends_on: [a]}\n"
+        "  - {name: c, module: stopping_steps, function: first, depends_on: [b]}\n"
+    )
+    report, context = project.root / "report.json", project.root / "context.json"
+    out, err = io.StringIO(), io.StringIO()
+    options = ["--state", "memory:", "--report", str(report), "--context-out", str(context)]
+    assert cli.run(["run", path, *options], stdout=out, stderr=err) == 130
+    assert "recipe recipe: interrupted (1 succeeded, 0 failed, 2 skipped)" in out.getvalue()
+    assert err.getvalue().endswith("framework0: interrupted\n")
+    written = json.loads(report.read_text())
+    assert written["status"] == "interrupted"
+    assert [(s["name"], s["status"], s["reason"]) for s in written["steps"]] == [
+        ("a", "succeeded", None),
+        ("b", "skipped", "stopped while running by the interrupt"),
+        ("c", "skipped", "not run: the run was interrupted"),
+    ]
+    saved = json.loads(context.read_text())
+    assert saved["run_id"] == written["run_id"]
+    assert saved["context"]["first"] == 1
+
+
+def test_second_sigterm_abandons_running_steps(project: Project, reporting: Running) -> None:
+    """A second SIGTERM abandons the running step at once, names it, and reports it."""
+    reporting.process.send_signal(signal.SIGTERM)
+    reporting.wait_for_line("send SIGTERM again")
+    reporting.process.send_signal(signal.SIGTERM)
+    code, _, err = reporting.finish()  # times out if it waits for the step (60 s)
     assert code == 143
     assert "Traceback" not in err
     assert "terminated again: abandoned slow" in err
+    steps = {s["name"]: s for s in json.loads((project.root / "report.json").read_text())["steps"]}
+    assert steps["slow"]["reason"] == (
+        "abandoned while running: a second interrupt stopped waiting for it"
+    )
 
 
 def test_sigterm_handler_is_put_back_after_a_run(project: Project) -> None:
