@@ -1,6 +1,8 @@
 """Configuration of error handling: models, their JSON Schema, merging and checks.
 
-* :mod:`.models` — the frozen pydantic models, the one source of truth;
+* :mod:`.models` — the frozen pydantic models, the one source of truth (with
+  :mod:`.notification_models` for ``notifications:``, and :mod:`.fields`, the
+  patterns, field types and base model they share);
 * :mod:`.schema` — the JSON Schema generated from them, and how to embed it;
 * :mod:`.merge` — a step's effective block (``defaults`` → ``use`` → step);
 * :mod:`.checks` — what a schema cannot say, as located problems;

@@ -13,12 +13,9 @@ but not written as ``null``.
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Literal
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -26,7 +23,38 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
-from pydantic.json_schema import SkipJsonSchema
+
+from .fields import (
+    CATEGORIES,
+    DOTTED_PATTERN,
+    FUNCTION_PATTERN,
+    REFERENCE_PATTERN,
+    SELECTOR_HELP,
+    SELECTOR_PATTERN,
+    SEVERITIES,
+    Absent,
+    Category,
+    ConfigModel,
+    DottedName,
+    FunctionName,
+    Int,
+    Name,
+    OnFailure,
+    Regex,
+    Selector,
+    Severity,
+    not_null,
+)
+from .notification_models import (
+    Channel,
+    EmailChannel,
+    LogChannel,
+    NotificationsConfig,
+    Route,
+    RouteMatch,
+    SlackChannel,
+    WebhookChannel,
+)
 
 __all__ = [
     "CATEGORIES",
@@ -59,85 +87,11 @@ __all__ = [
     "WebhookChannel",
 ]
 
-CATEGORIES = ("SYSTEM", "NETWORK", "VALIDATION", "BUSINESS", "SECURITY", "FRAMEWORK", "UNKNOWN")
-SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL", "FATAL")
-
-Category = Literal[
-    "SYSTEM", "NETWORK", "VALIDATION", "BUSINESS", "SECURITY", "FRAMEWORK", "UNKNOWN"
-]
-Severity = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL", "FATAL"]
-OnFailure = Literal["fail", "continue", "rollback"]
-Outcome = Literal["failed", "recovered", "rolled_back", "breaker_opened", "breaker_closed"]
-
-# Patterns are ASCII-only and use no flags or lookarounds, so that Python and
-# ECMA-262 (editors) read them alike. pydantic uses Python's `re` (not its Rust
-# default) so that `$` behaves exactly as in jsonschema, which uses re.search.
-_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
-_DOTTED = rf"{_IDENT}(?:\.{_IDENT})*"
-_ANY_CASE = "".join(f"[{c.upper()}{c.lower()}]" for c in "category")
-_CATEGORY_ANY_CASE = "|".join(
-    "".join(f"[{c.upper()}{c.lower()}]" for c in name) for name in CATEGORIES
-)
-SELECTOR_PATTERN = rf"^(?:{_DOTTED}|{_ANY_CASE}:(?:{_CATEGORY_ANY_CASE}))$"
-DOTTED_PATTERN = rf"^{_DOTTED}$"
-REFERENCE_PATTERN = rf"^{_DOTTED}(?::{_IDENT})?$"
-FUNCTION_PATTERN = rf"^{_IDENT}$"
-
-_T = TypeVar("_T")
-
-
-def _integral(value: Any) -> Any:
-    # JSON Schema counts 3.0 as an integer; strict pydantic would not.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-def _compiles(value: str) -> str:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"not a valid regular expression: {exc}") from None
-    return value
-
-
-def _not_null(value: _T) -> _T:
-    if value is None:
-        raise ValueError("must not be null; leave the key out instead")
-    return value
-
-
-Int = Annotated[int, BeforeValidator(_integral)]
-Name = Annotated[str, StringConstraints(min_length=1)]
-Selector = Annotated[str, StringConstraints(pattern=SELECTOR_PATTERN)]
-DottedName = Annotated[str, StringConstraints(pattern=DOTTED_PATTERN)]
-FunctionName = Annotated[str, StringConstraints(pattern=FUNCTION_PATTERN)]
-Regex = Annotated[str, AfterValidator(_compiles), Field(json_schema_extra={"format": "regex"})]
-Absent = SkipJsonSchema[None]
-"""The ``None`` of a key that may be left out but not written as ``null``."""
-
-_SELECTOR_HELP = (
-    "Error selectors: an error name, builtin (`ConnectionError`) or dotted "
-    "(`requests.exceptions.Timeout`), matched against the exception's whole MRO by "
-    "qualified or simple name; or a category, `category:NETWORK` (case-insensitive)."
-)
-
-
-class _Model(BaseModel):
-    """Shared configuration of every config model."""
-
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", strict=True, regex_engine="python-re", validate_default=False
-    )
-
-    merge_exclusive: ClassVar[tuple[frozenset[str], ...]] = ()
-    """Groups of alternative keys: a layer setting one drops the others set below it."""
-
 
 # ---------------------------------------------------------------- step-level policies
 
 
-class RetryConfig(_Model):
+class RetryConfig(ConfigModel):
     """Call the step again after a failure, waiting between attempts."""
 
     max_attempts: Int = Field(
@@ -169,12 +123,12 @@ class RetryConfig(_Model):
     )
     retry_on: list[Selector] | None = Field(
         default=None,
-        description="Errors worth retrying; null retries transient errors only. " + _SELECTOR_HELP,
+        description="Errors worth retrying; null retries transient errors only. " + SELECTOR_HELP,
         examples=[["ConnectionError", "TimeoutError"], ["category:NETWORK"]],
     )
     give_up_on: list[Selector] = Field(
         default=[],
-        description="Errors never retried, even when `retry_on` selects them. " + _SELECTOR_HELP,
+        description="Errors never retried, even when `retry_on` selects them. " + SELECTOR_HELP,
         examples=[["PermissionError", "category:VALIDATION"]],
     )
     deadline: float | None = Field(
@@ -185,14 +139,14 @@ class RetryConfig(_Model):
     )
 
 
-class ScriptletRef(_Model):
+class ScriptletRef(ConfigModel):
     """Python code named by module and function, like a step's own `module`/`function`."""
 
     module: DottedName = Field(
         description="Dotted module path, importable beside the recipe.",
         examples=["business_logic.data_processor_fallback"],
     )
-    function: Annotated[FunctionName | Absent, BeforeValidator(_not_null)] = Field(
+    function: Annotated[FunctionName | Absent, BeforeValidator(not_null)] = Field(
         default=None,
         description="Class or function in `module`; left out, the step's own `function`.",
         examples=["ProcessDataFallback"],
@@ -206,7 +160,7 @@ _REFERENCE_HELP = (
 )
 
 
-class FallbackConfig(_Model):
+class FallbackConfig(ConfigModel):
     """When the step still fails, call other code or write static values instead.
 
     Give exactly one of `scriptlet` and `value`.
@@ -217,7 +171,7 @@ class FallbackConfig(_Model):
         json_schema_extra={"oneOf": [{"required": ["scriptlet"]}, {"required": ["value"]}]}
     )
 
-    scriptlet: Annotated[Reference | Absent, BeforeValidator(_not_null)] = Field(
+    scriptlet: Annotated[Reference | Absent, BeforeValidator(not_null)] = Field(
         default=None,
         description="Code run instead of the step: " + _REFERENCE_HELP + " Give it or `value`.",
         examples=["business_logic.data_processor_fallback", "pkg.fallbacks:CachedData"],
@@ -227,7 +181,7 @@ class FallbackConfig(_Model):
         description="Arguments for the fallback scriptlet.",
         examples=[{"source": "cache"}],
     )
-    value: Annotated[dict[str, JsonValue] | Absent, BeforeValidator(_not_null)] = Field(
+    value: Annotated[dict[str, JsonValue] | Absent, BeforeValidator(not_null)] = Field(
         default=None,
         description="Context keys and the values to write instead of calling code. "
         "Give it or `scriptlet`.",
@@ -235,7 +189,7 @@ class FallbackConfig(_Model):
     )
     on: list[Selector] | None = Field(
         default=None,
-        description="Errors that trigger the fallback; null for any error. " + _SELECTOR_HELP,
+        description="Errors that trigger the fallback; null for any error. " + SELECTOR_HELP,
         examples=[["category:NETWORK", "CircuitOpenError"]],
     )
 
@@ -246,7 +200,7 @@ class FallbackConfig(_Model):
         return self
 
 
-class CircuitBreakerConfig(_Model):
+class CircuitBreakerConfig(ConfigModel):
     """Stop calling a failing dependency for a while; shared by name."""
 
     name: str | None = Field(
@@ -267,13 +221,13 @@ class CircuitBreakerConfig(_Model):
     )
 
 
-class TimeoutConfig(_Model):
+class TimeoutConfig(ConfigModel):
     """Limit one attempt of the step."""
 
     seconds: float = Field(gt=0, description="Seconds one attempt may take.", examples=[30, 2.5])
 
 
-class BulkheadConfig(_Model):
+class BulkheadConfig(ConfigModel):
     """Limit how many executions run at once; shared by name."""
 
     name: str | None = Field(
@@ -294,7 +248,7 @@ class BulkheadConfig(_Model):
     )
 
 
-class RollbackConfig(_Model):
+class RollbackConfig(ConfigModel):
     """Compensation run if a later failure rolls the recipe back."""
 
     scriptlet: Reference = Field(
@@ -313,7 +267,7 @@ class RollbackConfig(_Model):
     )
 
 
-class StepErrorHandling(_Model):
+class StepErrorHandling(ConfigModel):
     """How failures of one step are handled: the step's `error_handling:` block."""
 
     use: Name | list[Name] | None = Field(
@@ -373,22 +327,22 @@ class StepErrorHandling(_Model):
 # ---------------------------------------------------------------- recipe-level settings
 
 
-class ClassificationMatch(_Model):
+class ClassificationMatch(ConfigModel):
     """Conditions of a classification rule; give one or more, and every one given must hold."""
 
     model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 
-    exception: Annotated[DottedName | Absent, BeforeValidator(_not_null)] = Field(
+    exception: Annotated[DottedName | Absent, BeforeValidator(not_null)] = Field(
         default=None,
         description="Error name, matched over the exception's MRO by qualified or simple name.",
         examples=["psycopg.errors.DeadlockDetected"],
     )
-    message: Annotated[Regex | Absent, BeforeValidator(_not_null)] = Field(
+    message: Annotated[Regex | Absent, BeforeValidator(not_null)] = Field(
         default=None,
         description="Regular expression searched case-insensitively in the error message.",
         examples=["rate limit|quota"],
     )
-    return_code: Annotated[Int | Absent, BeforeValidator(_not_null)] = Field(
+    return_code: Annotated[Int | Absent, BeforeValidator(not_null)] = Field(
         default=None, description="The step's non-zero return code.", examples=[3]
     )
 
@@ -399,7 +353,7 @@ class ClassificationMatch(_Model):
         return self
 
 
-class ClassificationRule(_Model):
+class ClassificationRule(ConfigModel):
     """An extra classification rule: `match` and one or more of the fields it sets.
 
     Rules are tried in order, before the built-in ones; the first that matches wins.
@@ -410,16 +364,16 @@ class ClassificationRule(_Model):
     match: ClassificationMatch = Field(
         description="Which errors the rule applies to.", examples=[{"message": "rate limit"}]
     )
-    category: Annotated[Category | Absent, BeforeValidator(_not_null)] = Field(
+    category: Annotated[Category | Absent, BeforeValidator(not_null)] = Field(
         default=None, description="Category to give matching errors.", examples=["NETWORK"]
     )
-    severity: Annotated[Severity | Absent, BeforeValidator(_not_null)] = Field(
+    severity: Annotated[Severity | Absent, BeforeValidator(not_null)] = Field(
         default=None, description="Severity to give matching errors.", examples=["HIGH"]
     )
-    transient: Annotated[bool | Absent, BeforeValidator(_not_null)] = Field(
+    transient: Annotated[bool | Absent, BeforeValidator(not_null)] = Field(
         default=None, description="Whether matching errors are worth retrying.", examples=[True]
     )
-    hint: Annotated[str | Absent, BeforeValidator(_not_null)] = Field(
+    hint: Annotated[str | Absent, BeforeValidator(not_null)] = Field(
         default=None,
         description="What to do about it, shown in reports.",
         examples=["Check the API quota"],
@@ -432,7 +386,7 @@ class ClassificationRule(_Model):
         return self
 
 
-class DetectConfig(_Model):
+class DetectConfig(ConfigModel):
     """Which log records count as errors when scanning a run's logs."""
 
     level: Literal["WARNING", "ERROR", "CRITICAL"] = Field(
@@ -447,7 +401,7 @@ class DetectConfig(_Model):
     )
 
 
-class ErrorsConfig(_Model):
+class ErrorsConfig(ConfigModel):
     """How errors are recorded in the Context."""
 
     keep: Int = Field(
@@ -465,7 +419,7 @@ class ErrorsConfig(_Model):
     )
 
 
-class StateConfig(_Model):
+class StateConfig(ConfigModel):
     """Where breaker, bulkhead, history and checkpoint state lives between runs."""
 
     url: Name | None = Field(
@@ -495,173 +449,10 @@ class StateConfig(_Model):
     )
 
 
-# ---------------------------------------------------------------- notifications
-
-_TIMEOUT_HELP = "Seconds one delivery attempt may take."
-_ENV_HELP = " May contain `${ENV_VAR}` references, resolved when sending."
-
-
-class LogChannel(_Model):
-    """Write notifications to a Python logger."""
-
-    type: Literal["log"] = Field(description="Channel kind.", examples=["log"])
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
-        default="ERROR", description="Log level of the records.", examples=["WARNING"]
-    )
-    logger: Name = Field(
-        default="framework0.notifications", description="Logger name.", examples=["acme.alerts"]
-    )
-
-
-class WebhookChannel(_Model):
-    """POST each notification as JSON to a URL."""
-
-    type: Literal["webhook"] = Field(description="Channel kind.", examples=["webhook"])
-    url: Name = Field(
-        description="Where to POST." + _ENV_HELP, examples=["https://hooks.example.com/${HOOK_ID}"]
-    )
-    headers: dict[str, str] = Field(
-        default={},
-        description="Extra HTTP headers." + _ENV_HELP,
-        examples=[{"Authorization": "Bearer ${HOOK_TOKEN}"}],
-    )
-    timeout: float = Field(default=5.0, gt=0, description=_TIMEOUT_HELP, examples=[10])
-
-
-class SlackChannel(_Model):
-    """Post each notification to a Slack incoming webhook."""
-
-    type: Literal["slack"] = Field(description="Channel kind.", examples=["slack"])
-    webhook_url: Name = Field(
-        description="The incoming-webhook URL; a secret, so give it as `${ENV_VAR}`.",
-        examples=["${SLACK_WEBHOOK_URL}"],
-    )
-    timeout: float = Field(default=5.0, gt=0, description=_TIMEOUT_HELP, examples=[10])
-
-
-class EmailChannel(_Model):
-    """Send each notification as an e-mail over SMTP."""
-
-    type: Literal["email"] = Field(description="Channel kind.", examples=["email"])
-    host: Name = Field(
-        description="SMTP server host name." + _ENV_HELP, examples=["smtp.example.com"]
-    )
-    port: Int = Field(default=25, ge=1, le=65535, description="SMTP server port.", examples=[587])
-    starttls: bool = Field(
-        default=False, description="Upgrade the connection with STARTTLS.", examples=[True]
-    )
-    username: Name | None = Field(
-        default=None,
-        description="SMTP login; null for none." + _ENV_HELP,
-        examples=["${SMTP_USER}"],
-    )
-    password: Name | None = Field(
-        default=None,
-        description="SMTP password; null for none." + _ENV_HELP,
-        examples=["${SMTP_PASSWORD}"],
-    )
-    from_addr: Name = Field(
-        alias="from", description="Sender address.", examples=["framework0@example.com"]
-    )
-    to: list[Name] = Field(
-        min_length=1, description="Recipient addresses.", examples=[["ops@example.com"]]
-    )
-    subject: Name = Field(
-        default="[framework0] {recipe}: {step} {outcome}",
-        description="Subject template; `{recipe}`, `{step}`, `{outcome}`, `{category}` and "
-        "`{severity}` are filled in.",
-        examples=["[{severity}] {step} {outcome}"],
-    )
-    timeout: float = Field(default=10.0, gt=0, description=_TIMEOUT_HELP, examples=[30])
-
-
-Channel = Annotated[
-    LogChannel | WebhookChannel | SlackChannel | EmailChannel, Field(discriminator="type")
-]
-
-
-class RouteMatch(_Model):
-    """Which notifications a route takes; every condition given must hold."""
-
-    min_severity: Severity | None = Field(
-        default=None, description="Lowest severity taken; null for any.", examples=["HIGH"]
-    )
-    severity: list[Severity] | None = Field(
-        default=None,
-        description="Severities taken; null for any.",
-        examples=[["CRITICAL", "FATAL"]],
-    )
-    categories: list[Category] | None = Field(
-        default=None,
-        description="Categories taken; null for any.",
-        examples=[["NETWORK", "SECURITY"]],
-    )
-    steps: list[Name] | None = Field(
-        default=None, description="Step names taken; null for any.", examples=[["load_orders"]]
-    )
-    outcomes: list[Outcome] | None = Field(
-        default=None,
-        description="Events taken: `failed` (final failure), `recovered`, `rolled_back`, "
-        "`breaker_opened`, `breaker_closed`; null for any.",
-        examples=[["failed", "breaker_opened"]],
-    )
-
-
-class Route(_Model):
-    """Send matching notifications to channels."""
-
-    match: RouteMatch = Field(
-        default=RouteMatch.model_validate({}),
-        json_schema_extra={"default": {}},
-        description="Conditions; left out, every notification.",
-        examples=[{"min_severity": "HIGH"}],
-    )
-    channels: list[Name] = Field(
-        min_length=1, description="Names of channels in `channels`.", examples=[["ops_slack"]]
-    )
-
-
-class NotificationsConfig(_Model):
-    """Channels that tell people about failures, and routes that pick them."""
-
-    channels: dict[str, Channel] = Field(
-        default={},
-        description="Channels by name, each with a `type`: `log`, `webhook`, `slack` or `email`.",
-        examples=[{"ops_slack": {"type": "slack", "webhook_url": "${SLACK_WEBHOOK_URL}"}}],
-    )
-    routes: list[Route] = Field(
-        default=[],
-        description="Routes tried for every notification; each matching route sends it to "
-        "its channels. Steps' `notify` channels are added for their final failures.",
-        examples=[[{"match": {"min_severity": "CRITICAL"}, "channels": ["ops_email"]}]],
-    )
-    window: float = Field(
-        default=60.0,
-        gt=0,
-        description="Seconds over which repeats of the same error are aggregated into one message.",
-        examples=[300],
-    )
-    flush_timeout: float = Field(
-        default=5.0,
-        gt=0,
-        description="Seconds to wait at the end of a run for pending notifications.",
-        examples=[10],
-    )
-    send_timeout: float = Field(
-        default=30.0,
-        gt=0,
-        description="Seconds one notification may take on one channel, across its retries.",
-        examples=[60],
-    )
-    send_retries: Int = Field(
-        default=2, ge=0, description="Extra delivery attempts after a failed send.", examples=[3]
-    )
-
-
 # ---------------------------------------------------------------- recipe level
 
 
-class RecipeErrorHandling(_Model):
+class RecipeErrorHandling(ConfigModel):
     """Recipe-wide error handling: the recipe's top-level `error_handling:` block."""
 
     defaults: StepErrorHandling | None = Field(

@@ -34,8 +34,10 @@ BRIEF_BLOCK: dict[str, Any] = {
 }
 ALL_MODELS = [
     obj
-    for obj in vars(m).values()
-    if isinstance(obj, type) and issubclass(obj, BaseModel) and obj.__module__ == m.__name__
+    for obj in vars(m).values()  # models.py's own and those it re-exports
+    if isinstance(obj, type)
+    and issubclass(obj, BaseModel)
+    and obj.__module__.startswith("framework0_errors.config.")
 ]
 
 
