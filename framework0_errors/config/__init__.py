@@ -5,6 +5,7 @@
   patterns, field types and base model they share);
 * :mod:`.schema` — the JSON Schema generated from them, and how to embed it;
 * :mod:`.merge` — a step's effective block (``defaults`` → ``use`` → step);
+* :mod:`.loading` — a recipe's blocks parsed into models, merged per step;
 * :mod:`.checks` — what a schema cannot say, as located problems;
 * :mod:`.reference` — ``docs/configuration.md``, generated from the schema (not
   imported here, so that ``python -m`` runs it cleanly).
@@ -16,10 +17,10 @@ from .checks import (
     InvalidReferenceError,
     check_recipe,
     checked_recipe_config,
-    load_recipe_config,
     resolve_reference,
     worst_case_seconds,
 )
+from .loading import load_recipe_config
 from .merge import (
     MergedBlock,
     PolicyCycleError,

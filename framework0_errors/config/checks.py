@@ -22,11 +22,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from ..orchestrator.problems import Framework0Error, Problem, RecipeInvalid
+from ..orchestrator.problems import Framework0Error, Problem
 from ..orchestrator.yamlsource import Locator
-from .merge import MergedBlock, Path, PolicyCycleError, UnknownPolicyError, merge_layers
+from .loading import LoadedConfig, LoadedStep, load_config
+from .merge import Path
 from .models import REFERENCE_PATTERN, RecipeErrorHandling, RetryConfig, ScriptletRef
 from .models import StepErrorHandling as Block
 
@@ -34,14 +35,12 @@ __all__ = [
     "InvalidReferenceError",
     "check_recipe",
     "checked_recipe_config",
-    "load_recipe_config",
     "resolve_reference",
     "worst_case_seconds",
 ]
 
 Severity = Literal["error", "warning"]
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_RECIPE: Path = ("error_handling",)
 
 
 class InvalidReferenceError(Framework0Error, ValueError):
@@ -119,23 +118,6 @@ def _total_delay(retry: RetryConfig) -> float:
     return grown + (count - under) * cap if count > under else grown
 
 
-def load_recipe_config(
-    raw_recipe: Mapping[str, Any], *, locator: Locator | None = None
-) -> tuple[RecipeErrorHandling, dict[str, Block | None]]:
-    """Return the recipe-level block and every step's effective block, by step name.
-
-    A step without error handling (no block, no ``defaults``) maps to None.
-
-    Raises:
-        RecipeInvalid: a block is invalid or ``use`` names an unknown policy;
-            problems are placed with ``locator`` when given.
-    """
-    loaded = _load(raw_recipe, locator or Locator("<recipe>"))
-    if loaded.problems or loaded.recipe is None:
-        raise RecipeInvalid(loaded.problems)
-    return loaded.recipe, {step.name: step.block for step in loaded.steps}
-
-
 def check_recipe(
     raw_recipe: Mapping[str, Any], locator: Locator, *, environ: Mapping[str, str] = os.environ
 ) -> list[Problem]:
@@ -151,7 +133,7 @@ def checked_recipe_config(
     What :func:`check_recipe` and :func:`load_recipe_config` return, in one
     pass over the recipe: a run needs both.
     """
-    loaded = _load(raw_recipe, locator)
+    loaded = load_config(raw_recipe, locator)
     if loaded.recipe is None:
         return loaded.problems, None
     found = _Findings()
@@ -168,101 +150,6 @@ def checked_recipe_config(
     if any(p.severity == "error" for p in problems):
         return problems, None
     return problems, (loaded.recipe, {step.name: step.block for step in loaded.steps})
-
-
-# ------------------------------------------------------------------ loading
-
-
-@dataclass(frozen=True, slots=True)
-class _Step:
-    index: int
-    name: str
-    function: str | None
-    merged: MergedBlock
-    block: Block | None
-
-
-@dataclass(slots=True)
-class _Loaded:
-    recipe: RecipeErrorHandling | None
-    steps: list[_Step] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-
-
-def _load(raw_recipe: Mapping[str, Any], locator: Locator) -> _Loaded:
-    raw_block = raw_recipe.get("error_handling") or {}
-    try:
-        recipe = RecipeErrorHandling.model_validate(raw_block)
-    except ValidationError as exc:
-        return _Loaded(None, problems=_validation_problems(exc, raw_block, locator, _RECIPE))
-    loaded = _Loaded(recipe)
-    steps = raw_recipe.get("steps")
-    for index, raw_step in enumerate(steps if isinstance(steps, list) else []):
-        if not isinstance(raw_step, Mapping):
-            continue
-        name = raw_step.get("name")
-        name = name if isinstance(name, str) else f"steps[{index}]"
-        where: Path = ("steps", index, "error_handling")
-        raw_block = raw_step.get("error_handling")
-        if raw_block is not None:
-            try:
-                Block.model_validate(raw_block)
-            except ValidationError as exc:
-                loaded.problems.extend(_validation_problems(exc, raw_block, locator, where))
-                continue
-        try:
-            merged = merge_layers(raw_block, recipe, step_name=name, step_path=where)
-        except (UnknownPolicyError, PolicyCycleError) as exc:
-            loaded.problems.append(locator.problem(exc.path, str(exc)))
-            continue
-        # Layers valid on their own merge into a valid block (a tested property).
-        block = Block.model_validate(merged.data)
-        function = raw_step.get("function")
-        loaded.steps.append(
-            _Step(
-                index,
-                name,
-                function if isinstance(function, str) else None,
-                merged,
-                None if merged.is_empty else block,
-            )
-        )
-    return loaded
-
-
-def _validation_problems(
-    exc: ValidationError, data: Any, locator: Locator, prefix: Path
-) -> list[Problem]:
-    return [locator.problem((*prefix, *path), msg) for path, msg in _error_paths(exc, data)]
-
-
-def _error_paths(exc: ValidationError, data: Any) -> Iterator[tuple[Path, str]]:
-    """Yield (data path, message) per pydantic error, dropping union-branch tags from ``loc``.
-
-    Of the errors a union produces, those above a deeper one are dropped: for a
-    mapping given as a reference, "unknown key" beats "should be a string".
-    """
-    found: list[tuple[Path, str]] = []
-    errors = exc.errors(include_url=False)
-    # "Input should be None" is the other branch of a key that may be left out.
-    errors = [e for e in errors if e["type"] != "none_required"] or errors
-    for error in errors:
-        steps: list[str | int] = []
-        node = data
-        for part in error["loc"]:
-            in_map = isinstance(node, Mapping) and part in node
-            in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-            if not (in_map or in_list):
-                continue
-            node = node[part]
-            steps.append(part)
-        item = (tuple(steps), error["msg"].removeprefix("Value error, "))
-        if item not in found:
-            found.append(item)
-    paths = {where for where, _ in found}
-    for where, message in found:
-        if not any(other[: len(where)] == where and other != where for other in paths):
-            yield where, message
 
 
 # ------------------------------------------------------------------ findings
@@ -291,7 +178,7 @@ class _Findings:
 
 
 def _check_step(
-    step: _Step, block: Block, found: _Findings, imports: _Imports, channels: list[str]
+    step: LoadedStep, block: Block, found: _Findings, imports: _Imports, channels: list[str]
 ) -> None:
     origin = step.merged.origin
     retries: list[tuple[tuple[str, ...], RetryConfig]] = []
@@ -328,7 +215,9 @@ def _check_step(
             found.add(origin("notify", index), _unknown_channel(channel, channels), step.name)
 
 
-def _check_delays(step: _Step, keys: tuple[str, ...], retry: RetryConfig, found: _Findings) -> None:
+def _check_delays(
+    step: LoadedStep, keys: tuple[str, ...], retry: RetryConfig, found: _Findings
+) -> None:
     if retry.initial_delay <= retry.max_delay:
         return
     written = step.merged.data
@@ -344,7 +233,11 @@ def _check_delays(step: _Step, keys: tuple[str, ...], retry: RetryConfig, found:
 
 
 def _check_selectors(
-    step: _Step, keys: tuple[str, ...], names: list[str] | None, found: _Findings, imports: _Imports
+    step: LoadedStep,
+    keys: tuple[str, ...],
+    names: list[str] | None,
+    found: _Findings,
+    imports: _Imports,
 ) -> None:
     for index, name in enumerate(names or ()):
         reason = imports.selector_problem(name)
@@ -353,7 +246,7 @@ def _check_selectors(
 
 
 def _check_scriptlet(
-    step: _Step, key: str, ref: str | ScriptletRef, found: _Findings, imports: _Imports
+    step: LoadedStep, key: str, ref: str | ScriptletRef, found: _Findings, imports: _Imports
 ) -> None:
     where = step.merged.origin(key, "scriptlet")
     try:
@@ -366,8 +259,8 @@ def _check_scriptlet(
         found.add(where, f"{key} scriptlet {module}:{function} cannot be used: {reason}", step.name)
 
 
-def _check_shared(steps: list[_Step], key: str, what: str, found: _Findings) -> None:
-    first: dict[str, tuple[_Step, BaseModel]] = {}
+def _check_shared(steps: list[LoadedStep], key: str, what: str, found: _Findings) -> None:
+    first: dict[str, tuple[LoadedStep, BaseModel]] = {}
     for step in steps:
         config = getattr(step.block, key, None)
         if config is None:
@@ -391,13 +284,16 @@ def _check_shared(steps: list[_Step], key: str, what: str, found: _Findings) -> 
 
 
 def _check_notifications(
-    raw_recipe: Mapping[str, Any], loaded: _Loaded, found: _Findings, environ: Mapping[str, str]
+    raw_recipe: Mapping[str, Any],
+    loaded: LoadedConfig,
+    found: _Findings,
+    environ: Mapping[str, str],
 ) -> None:
     notifications = loaded.recipe.notifications if loaded.recipe else None
     if notifications is None:
         return
     channels = sorted(notifications.channels)
-    base: Path = (*_RECIPE, "notifications")
+    base: Path = ("error_handling", "notifications")
     step_names = {step.name for step in loaded.steps}
     for r, route in enumerate(notifications.routes):
         for c, channel in enumerate(route.channels):
