@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,9 +79,13 @@ class Locator:
         )
 
 
-_STR = "tag:yaml.org,2002:str"
-_MERGE = "tag:yaml.org,2002:merge"
-_TYPED = frozenset(f"tag:yaml.org,2002:{kind}" for kind in ("null", "bool", "int", "float"))
+_CORE = "tag:yaml.org,2002:"
+_STR = _CORE + "str"
+_MERGE = _CORE + "merge"
+_TYPED = frozenset(_CORE + kind for kind in ("null", "bool", "int", "float"))
+# The core tags each kind of node may carry (other core tags are mistakes).
+_LIST_TAGS = frozenset(_CORE + kind for kind in ("seq", "omap", "pairs"))
+_MAPPING_TAGS = frozenset(_CORE + kind for kind in ("map", "set"))
 
 
 class _Converter:
@@ -98,7 +103,17 @@ class _Converter:
         if depth > MAX_DEPTH:
             raise _TooBig(f"document is nested deeper than {MAX_DEPTH} levels")
         if isinstance(node, ScalarNode):
-            return node.value if node.tag == _STR else self.scalar(node)
+            if node.tag == _STR:
+                return node.value
+            if node.tag in _LIST_TAGS or node.tag in _MAPPING_TAGS:
+                raise _Unreadable(node, f"a single value tagged {_short(node.tag)}")
+            return self.scalar(node)
+        tag = node.tag or ""
+        if tag.startswith(_CORE) and tag not in (
+            _LIST_TAGS if isinstance(node, SequenceNode) else _MAPPING_TAGS
+        ):
+            what = "a list" if isinstance(node, SequenceNode) else "a mapping"
+            raise _Unreadable(node, f"{what} tagged {_short(tag)}")
         if isinstance(node, SequenceNode):
             places = self.places
             items: list[Any] = []
@@ -118,6 +133,12 @@ class _Converter:
         merged: list[Node] = []
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE:
+                if merged:
+                    raise _Unreadable(
+                        key_node,
+                        "a second merge key (<<) in one mapping; merge several with one: "
+                        "<<: [*first, *second]",
+                    )
                 merged.append(value_node)
                 continue
             if not isinstance(key_node, ScalarNode):
@@ -173,6 +194,10 @@ def _empty(node: Node) -> bool:
     return isinstance(node, ScalarNode) and node.value == "" and not node.style
 
 
+def _short(tag: str) -> str:
+    return "!!" + tag.removeprefix(_CORE) if tag.startswith(_CORE) else tag
+
+
 def _part(key: Any) -> PathPart:
     # Keys that are neither strings nor numbers (null, true) are named by their text.
     return key if isinstance(key, str | int) else str(key)
@@ -215,12 +240,27 @@ class _Yaml12Resolver(VersionedResolver):
         return tag
 
 
-def _compose(text: str) -> Node | None:
+_DIRECTIVE = re.compile(r"^%YAML[ \t]+([0-9]+)\.([0-9]+)", re.MULTILINE)
+# What libyaml reads otherwise than YAML 1.2: tabs as separators (after `key:`,
+# say), and U+0085, U+2028 and U+2029 as line breaks.
+_LIBYAML_DIFFERS = re.compile("[\t\x85\u2028\u2029]")
+# Bracket, brace and comment tokens, skipping quoted text (for _deepest_possible).
+_FLOW_TOKENS = re.compile(r"""'(?:[^']|'')*'|"(?:[^"\\]|\\.)*"|(?<![^\s,\[\]{}])#[^\n]*|[\[\]{}]""")
+# libyaml composes recursively in C: deep enough nesting overflows the stack.
+_LIBYAML_MAX_DEPTH = 1000
+
+
+def _compose(text: str, version: tuple[int, int] | None) -> Node | None:
     # libyaml (ruamel.yaml.clib), where installed, composes several times faster
     # than ruamel's pure-Python parser. It follows YAML 1.1 where 1.2 differs,
-    # so the pure parser has the last word: on any error, and for documents
-    # that name their YAML version.
-    if _FAST_PARSER and "%YAML" not in text:
+    # so the pure parser has the last word: on any error, for documents that
+    # name their YAML version, and for text where the two would differ.
+    if (
+        _FAST_PARSER
+        and version is None
+        and _LIBYAML_DIFFERS.search(text) is None
+        and _deepest_possible(text) <= _LIBYAML_MAX_DEPTH
+    ):
         fast = YAML(typ="safe", pure=False)
         fast.Resolver = _Yaml12Resolver
         try:
@@ -230,8 +270,35 @@ def _compose(text: str) -> Node | None:
     return YAML(typ="safe", pure=True).compose(text)  # type: ignore[no-any-return]
 
 
-def _scalar_function() -> Callable[[ScalarNode], Any]:
-    constructor = YAML(typ="safe", pure=True).constructor
+def _deepest_possible(text: str) -> int:
+    """Return a bound on how deeply ``text`` can nest collections.
+
+    A block collection inside another starts at least one column further in
+    (a list under a key: two levels for one column), and a flow collection
+    opens with a bracket or a brace; quoted text and comments open none.
+    """
+    longest = max(map(len, text.splitlines()), default=0)
+    depth = deepest = 0
+    for token in _FLOW_TOKENS.finditer(text):
+        mark = token.group()
+        if mark in ("[", "{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif mark in ("]", "}"):
+            depth = max(depth - 1, 0)
+    return 2 * (longest + 1) + deepest
+
+
+def _declared_version(text: str) -> tuple[int, int] | None:
+    found = _DIRECTIVE.search(text)
+    return None if found is None else (int(found.group(1)), int(found.group(2)))
+
+
+def _scalar_function(version: tuple[int, int] | None) -> Callable[[ScalarNode], Any]:
+    loader = YAML(typ="safe", pure=True)
+    if version is not None:
+        loader.version = version  # 1.1 reads 017 as 15 and 1:30 as 90
+    constructor = loader.constructor
     # Recipes repeat their numbers and flags (3, 0.5, true) step after step.
     built: dict[tuple[str, str], Any] = {}
 
@@ -243,7 +310,12 @@ def _scalar_function() -> Callable[[ScalarNode], Any]:
         key = (node.tag, node.value)
         value = built.get(key, built)
         if value is built:
-            value = built[key] = constructor.construct_object(node)
+            try:
+                value = built[key] = constructor.construct_object(node)
+            except Exception as exc:  # !!int abc, and the like
+                raise _Unreadable(
+                    node, f"{node.value!r} is not a valid {_short(node.tag)} value"
+                ) from exc
         return value
 
     return scalar
@@ -260,8 +332,9 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Locator]:
         raise RecipeInvalid(
             [Problem(file, 1, 1, f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB")]
         )
+    version = _declared_version(text)
     try:
-        root = _compose(text)
+        root = _compose(text, version)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
@@ -275,7 +348,7 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Locator]:
     if root is None:
         return None, locator
     try:
-        data = _Converter(locator, _scalar_function()).convert(root, (), 0)
+        data = _Converter(locator, _scalar_function(version)).convert(root, (), 0)
     except _Unreadable as exc:
         raise RecipeInvalid([Problem(file, exc.line, exc.column, f"YAML error: {exc}")]) from None
     except (_TooBig, RecursionError) as exc:

@@ -44,8 +44,35 @@ def test_yaml_1_2_is_read_as_yaml_1_2() -> None:
     assert data == {"a": {"b": "c:d"}, "c": ["yes", "on", 12]}
     assert loc.value_position(("a", "b")) == (1, 8)
     # A document that names its version is read by that version's rules.
-    data, _ = parse_yaml("%YAML 1.1\n---\na: yes\n", "r.yaml")
-    assert data == {"a": True}
+    data, _ = parse_yaml("%YAML 1.1\n---\na: yes\nb: 017\nc: 1:30\n", "r.yaml")
+    assert data == {"a": True, "b": 15, "c": 90}
+    # libyaml takes U+2028 for a line break and a tab for a separator; YAML 1.2 does not.
+    data, _ = parse_yaml("- x\u2028- y\n", "r.yaml")
+    assert data == ["x\u2028- y"]
+    with pytest.raises(RecipeInvalid, match="YAML syntax error"):
+        parse_yaml("a:\t1\n", "r.yaml")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "steps: " + "[" * 40_000 + "]" * 40_000 + "\n",
+        "steps:\n" + "- " * 50_000 + "x\n",
+        "a: " + "{a: " * 30_000 + "1" + "}" * 30_000 + "\n",
+    ],
+    ids=["flow", "block", "mapping"],
+)
+def test_very_deep_nesting_is_refused_without_crashing(text: str) -> None:
+    """Nesting deep enough to overflow libyaml's C stack never reaches libyaml."""
+    assert yamlsource._deepest_possible(text) > yamlsource._LIBYAML_MAX_DEPTH
+    with pytest.raises(RecipeInvalid, match="nested too deeply"):
+        parse_yaml(text, "deep.yaml")
+
+
+def test_the_nesting_bound_counts_brackets_outside_quotes_and_comments() -> None:
+    """Quoted or commented brackets do not count; real ones and long lines do."""
+    text = "a: '[[[['\nb: \"{{{{\"  # [[[[\nc: [[1]]\n"
+    assert yamlsource._deepest_possible(text) == 2 * (len('b: "{{{{"  # [[[[') + 1) + 2
 
 
 def test_merge_keys_add_what_the_mapping_does_not_set() -> None:
@@ -111,6 +138,14 @@ def test_libyaml_and_pure_parser_agree(monkeypatch: pytest.MonkeyPatch) -> None:
         ("a: 1\n---\nb: 2\n", "r.yaml:2:1:", "single document"),
         ("? [a]\n: 1\n", "r.yaml:1:3:", "a mapping key must be a single value"),
         ("a:\n  <<: 1\n", "r.yaml:2:7:", "a merge key (<<) takes a mapping"),
+        ("b: &b {x: 1}\nd:\n  <<: *b\n  <<: *b\n", "r.yaml:4:3:", "a second merge key (<<)"),
+        ("a: !!int abc\n", "r.yaml:1:4:", "'abc' is not a valid !!int value"),
+        ("a: !!float 1:30\n", "r.yaml:1:4:", "'1:30' is not a valid !!float value"),
+        ("a: !!bool maybe\n", "r.yaml:1:4:", "'maybe' is not a valid !!bool value"),
+        ("a: !!int\n", "r.yaml:1:4:", "'' is not a valid !!int value"),
+        ("--- !!map\n", "r.yaml:1:5:", "a single value tagged !!map"),
+        ("a: !!int [1]\n", "r.yaml:1:4:", "a list tagged !!int"),
+        ("a: !!seq {b: 1}\n", "r.yaml:1:4:", "a mapping tagged !!seq"),
     ],
 )
 def test_syntax_errors_are_located(text: str, place: str, words: str) -> None:
