@@ -245,9 +245,12 @@ def framework0_run_end(run: Run, context: Context, report: dict[str, Any]) -> No
 def framework0_run_aborted(run: Run) -> None:
     """Checkpoint what the ended steps did, send what is pending, release the run's state.
 
-    The run is not marked finished: ``--resume`` takes it up again.
+    The run is not marked finished: ``--resume`` takes it up again. Nothing
+    to do if ``run_end`` got as far as releasing the state.
     """
     state = _state(run)
+    if state.closed:
+        return
     try:
         state.checkpoint()
         state.flush_notifications()

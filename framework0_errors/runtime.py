@@ -59,6 +59,8 @@ class RunState:
     rollback_trigger: list[str] = field(default_factory=list)
     """Steps whose final failure asked for a rollback."""
     recoveries: dict[str, RecoveryRunResult] = field(default_factory=dict)
+    closed: bool = False
+    """Whether :meth:`close` has run (the end of the run released its state)."""
     # Bound once per run for the steps' chains: a method bound per step would be
     # one more object a step for the garbage collector to track.
     watched_call: Callable[..., None] = field(init=False, repr=False, compare=False)
@@ -99,7 +101,10 @@ class RunState:
         return cached
 
     def close(self) -> None:
-        """Release what the run held: the log watch and the store."""
+        """Release what the run held: the log watch and the store; again, nothing."""
+        if self.closed:
+            return
+        self.closed = True
         self.log_watch.close()
         self.store.close()
 

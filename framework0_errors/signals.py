@@ -20,8 +20,9 @@ class TerminationSignal:
     with SIGTERM; by default Python then dies at once, without committing
     what the steps that ended did or sending pending notifications. Raised
     as KeyboardInterrupt, it stops the run as Ctrl-C does: no new step
-    starts, the running ones are waited for, and a second signal (SIGTERM
-    or Ctrl-C) abandons them. ``received`` says whether SIGTERM came. Does
+    starts; a step running in the main thread is interrupted, and steps
+    running under ``--workers`` are waited for, until a second signal
+    (SIGTERM or Ctrl-C) abandons them. ``received`` says whether SIGTERM came. Does
     nothing outside the main thread, where Python cannot take signals; the
     handler found is put back on exit.
     """

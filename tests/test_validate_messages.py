@@ -99,3 +99,20 @@ def test_warnings_do_not_fail(project: Project, run_cli: Callable[..., CliResult
     ran = run_cli("run", path)
     assert ran.code == 0
     assert "warning:" in ran.err
+
+
+def test_a_regex_beyond_re_limits_is_a_located_problem(
+    project: Project, run_cli: Callable[..., CliResult]
+) -> None:
+    """a{4294967296} makes re raise OverflowError, not re.error: still one located line."""
+    text = (
+        "error_handling:\n  classification:\n    - match: {message: 'a{4294967296}'}\n"
+        "      category: NETWORK\n"
+    )
+    path = project.recipe(text + HEAD + "      retry: {max_attempts: 2}\n")
+    result = run_cli("validate", path)
+    assert result.code == 2
+    assert result.out.splitlines() == [
+        path + ":3:15: error_handling.classification[0].match.message: 'a{4294967296}' is not "
+        "a valid regular expression"
+    ]

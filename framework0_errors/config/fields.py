@@ -80,7 +80,7 @@ def _integral(value: Any) -> Any:
 def _compiles(value: str) -> str:
     try:
         re.compile(value)
-    except re.error as exc:
+    except (re.error, OverflowError) as exc:  # OverflowError: a{4294967296}
         raise ValueError(f"not a valid regular expression: {exc}") from None
     return value
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, FormatChecker
 
 from .middleware import KeyClaim
 from .problems import Problem, RecipeInvalid
@@ -234,7 +235,7 @@ def _build(
     if data is None:
         raise RecipeInvalid([Problem(file, 1, 1, "the file is empty; a recipe needs 'steps'")])
     schema = build_recipe_schema(claims, accepted=_accepted(claims, data))
-    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    validator = Draft202012Validator(schema, format_checker=_FORMATS)
     helps = {k: v for claim in claims for k, v in claim.pattern_help.items()}
     problems = schema_problems(validator, data, locator, pattern_help=helps)
     problems += non_finite_problems(data, (), locator)
@@ -253,6 +254,23 @@ def _build(
         raw=data,
         locator=locator,
     )
+
+
+def _format_checker() -> FormatChecker:
+    # jsonschema's formats, with a regex check that also refuses what overflows
+    # re's limits (a{4294967296}) instead of raising OverflowError.
+    checker = FormatChecker(formats=Draft202012Validator.FORMAT_CHECKER.checkers)
+
+    @checker.checks("regex", raises=(re.error, OverflowError))
+    def is_regex(value: object) -> bool:
+        if isinstance(value, str):
+            re.compile(value)
+        return True
+
+    return checker
+
+
+_FORMATS = _format_checker()
 
 
 def _accepted(claims: Sequence[KeyClaim], data: Any) -> list[KeyClaim]:

@@ -221,6 +221,7 @@ class _Scheduler:
         self.start_lock = threading.Lock()
         self.started: set[str] = set()
         self.stopping = False
+        self.outcomes: dict[str, StepResult | BaseException] = {}
 
     def go(self) -> RunResult:
         run = self.run
@@ -235,7 +236,16 @@ class _Scheduler:
             if self.on_abort is not None and isinstance(exc, KeyboardInterrupt):
                 self.on_abort(self._interrupted_report(exc, started, time.perf_counter() - clock))
             raise
-        self._observe("framework0_run_end", run=run, context=run.context, report=report)
+        try:
+            self._observe("framework0_run_end", run=run, context=run.context, report=report)
+        except KeyboardInterrupt as exc:
+            # Every step ended, but the hooks were cut short (a rollback, say):
+            # those that did not get to run_end release what they hold now.
+            self._observe("framework0_run_aborted", run=run, error=exc)
+            report["status"] = "interrupted"
+            if self.on_abort is not None:
+                self.on_abort(report)
+            raise
         return RunResult(run, results, report)
 
     def _run_steps(self) -> dict[str, StepResult]:
@@ -274,11 +284,10 @@ class _Scheduler:
             self._finish(step, result)
 
     def _parallel(self) -> None:
-        # Each worker hands back (step, result or the BaseException it raised, or
-        # None if it never began the step) on this queue: a step handed to the
-        # pool just as an interrupt comes is still heard of, which a future the
-        # interrupt kept from us would not be.
-        ended: SimpleQueue[tuple[Step, _Outcome]] = SimpleQueue()
+        # A worker keeps what became of its step in self.outcomes, then wakes the
+        # main thread on `ended`. An outcome stays there until the main thread has
+        # recorded it, so an interrupt landing anywhere in between loses none.
+        ended: SimpleQueue[str] = SimpleQueue()
         running: dict[str, Step] = {}
         pool = ThreadPoolExecutor(self.run.workers, thread_name_prefix=STEP_THREAD_PREFIX)
         try:
@@ -292,7 +301,8 @@ class _Scheduler:
                     pool.submit(self._execute_into, step, ended)
                 if not running:
                     break
-                self._finish_next(ended, running)
+                ended.get()
+                self._finish_ended(running)
         except KeyboardInterrupt:
             self._interrupted(pool, ended, running)
             raise
@@ -302,53 +312,67 @@ class _Scheduler:
         pool.shutdown()
 
     def _interrupted(
-        self,
-        pool: ThreadPoolExecutor,
-        ended: SimpleQueue[tuple[Step, _Outcome]],
-        running: dict[str, Step],
+        self, pool: ThreadPoolExecutor, ended: SimpleQueue[str], running: dict[str, Step]
     ) -> None:
         # Python cannot stop a thread: the steps running end, and what they did is
         # recorded, unless a second interrupt abandons them. They are waited for
-        # on the queue, not through the pool: an interrupt that lands while the
-        # pool starts a thread leaves that thread (and its step) unknown to it.
-        self.run.request_stop("interrupted")
-        with self.start_lock:
-            self.stopping = True
-            begun = self.started.intersection(running)
-        for name in set(running) - begun:
-            del running[name]  # handed over but not begun: it never will be
+        # here, not through the pool: an interrupt that lands while the pool
+        # starts a thread leaves that thread (and its step) unknown to it.
         try:
+            self.run.request_stop("interrupted")
+            with self.start_lock:
+                self.stopping = True
+                begun = self.started.intersection(running)
+            for name in set(running) - begun:
+                del running[name]  # handed over but not begun: it never will be
+            self._finish_ended(running)
             if self.on_interrupt is not None:
                 self.on_interrupt(list(running))
-            while running:
-                self._finish_next(ended, running)
+            while True:
+                self._finish_ended(running)
+                if not running:
+                    break
+                ended.get()
             pool.shutdown()
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
+            self._drop_recorded(running)
             if not running:
                 raise  # nothing left to abandon: a plain interrupt
             raise StepsAbandoned(list(running)) from None
 
-    def _execute_into(self, step: Step, ended: SimpleQueue[tuple[Step, _Outcome]]) -> None:
+    def _drop_recorded(self, running: dict[str, Step]) -> None:
+        # Steps whose end an interrupt caught half recorded (in results, not
+        # yet dropped from running): they ended, so nobody waits for them.
+        for name in [name for name in running if name in self.results]:
+            del running[name]
+            self.outcomes.pop(name, None)
+
+    def _execute_into(self, step: Step, ended: SimpleQueue[str]) -> None:
         with self.start_lock:
             if self.stopping:
-                ended.put((step, None))
-                return
+                return  # not begun, and never waited for
             self.started.add(step.name)
+        outcome: StepResult | BaseException
         try:
-            ended.put((step, self._execute(step)))
+            outcome = self._execute(step)
         except BaseException as exc:  # a KeyboardInterrupt raised by a step's code
-            ended.put((step, exc))
+            outcome = exc
+        self.outcomes[step.name] = outcome
+        ended.put(step.name)
 
-    def _finish_next(
-        self, ended: SimpleQueue[tuple[Step, _Outcome]], running: dict[str, Step]
-    ) -> None:
-        step, outcome = ended.get()
-        if running.pop(step.name, None) is None or outcome is None:
-            return  # a step an interrupt kept from beginning
-        if isinstance(outcome, BaseException):
-            raise outcome
-        self._finish(step, outcome)
+    def _finish_ended(self, running: dict[str, Step]) -> None:
+        # Records every running step that has ended. Each is dropped from
+        # `running` and `outcomes` only once recorded: if an interrupt cuts this
+        # short, the next call takes up the rest (a step's _finish only once).
+        for name in [name for name in running if name in self.outcomes]:
+            outcome = self.outcomes[name]
+            if isinstance(outcome, BaseException):
+                del running[name], self.outcomes[name]
+                raise outcome
+            if name not in self.results:
+                self._finish(running[name], outcome)
+            del running[name], self.outcomes[name]
 
     def _execute(self, step: Step) -> StepResult:
         run = self.run
@@ -474,10 +498,6 @@ class _Scheduler:
             "discarded_writes": [d.to_dict() for d in run.context.discarded()],
             "warnings": run.warnings,
         }
-
-
-_Outcome = StepResult | BaseException | None
-"""What a worker hands back for a step: its result, what it raised, or None if not begun."""
 
 
 def _describe(exc: BaseException) -> str:

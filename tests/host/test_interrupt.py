@@ -403,6 +403,73 @@ def test_a_step_handed_over_but_not_begun_when_interrupted_never_begins(
     assert context.get("quick_done") is None  # handed over, never begun
 
 
+def test_an_interrupt_just_after_a_step_ended_loses_nothing_and_does_not_hang(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C right after the wake-up of an ended step: the step is still recorded."""
+    from queue import SimpleQueue
+
+    from framework0_errors.orchestrator import runner
+
+    class InterruptedAfterFirstGet(SimpleQueue):  # type: ignore[type-arg]
+        interrupted = False
+
+        def get(self, *args: Any, **kwargs: Any) -> Any:
+            item = super().get(*args, **kwargs)
+            if not InterruptedAfterFirstGet.interrupted:
+                InterruptedAfterFirstGet.interrupted = True
+                raise KeyboardInterrupt  # as if it landed just after get() returned
+            return item
+
+    monkeypatch.setattr(runner, "SimpleQueue", InterruptedAfterFirstGet)
+    path, _, release = _slow_recipe(project)
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(_interrupted_with_workers(path, release))
+        except BaseException as exc:  # a failure shows in the assertions below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(DEADLINE)
+    assert not worker.is_alive(), "execute() hung waiting for a step whose end it had lost"
+    told, ended, context = outcome[0]
+    assert told == [["slow"]]
+    assert ended == ["quick", "slow"]
+    assert context.get("quick_done") is True
+
+
+def test_an_interrupt_during_run_end_still_reports(project: Project) -> None:
+    """Ctrl-C while the run-end hooks work: on_abort gets the report, marked interrupted."""
+    from framework0_errors.orchestrator import (
+        execute,
+        hookimpl,
+        load_checked_recipe,
+        plugin_manager,
+    )
+
+    class SlowToEnd:
+        @hookimpl
+        def framework0_run_end(self) -> None:
+            raise KeyboardInterrupt  # as if Ctrl-C came during a long rollback
+
+    project.module("slow_steps", SLOW)
+    path = project.recipe("steps:\n  - {name: a, module: slow_steps, function: quick}\n")
+    pm = plugin_manager(plugins=[SlowToEnd()])
+    reports: list[dict[str, Any]] = []
+    with pytest.raises(KeyboardInterrupt):
+        execute(
+            load_checked_recipe(path, pm),
+            hook=pm.hook,
+            options={"state": "memory:"},
+            on_abort=reports.append,
+        )
+    assert [r["status"] for r in reports] == ["interrupted"]
+    assert [(s["name"], s["status"]) for s in reports[0]["steps"]] == [("a", "succeeded")]
+
+
 def test_an_interrupted_run_commits_what_ended_and_releases_the_log_watch(
     project: Project,
 ) -> None:
