@@ -95,6 +95,8 @@ class _Converter:
         self.places = locator.places
         self.scalar = scalar
         self.nodes = 0
+        self.open: set[int] = set()
+        """The collections being converted, around the current node: an alias to one is a loop."""
 
     def convert(self, node: Node, path: Path_, depth: int) -> Any:
         self.nodes += 1
@@ -114,17 +116,27 @@ class _Converter:
         ):
             what = "a list" if isinstance(node, SequenceNode) else "a mapping"
             raise _Unreadable(node, f"{what} tagged {_short(tag)}")
-        if isinstance(node, SequenceNode):
-            places = self.places
-            items: list[Any] = []
-            for index, item in enumerate(node.value):
-                child = (*path, index)
-                if not _empty(item):
-                    mark = item.start_mark
-                    places[child] = (mark.line + 1, mark.column + 1)
-                items.append(self.convert(item, child, depth + 1))
-            return items
-        return self._mapping(node, path, depth)
+        key = id(node)
+        if key in self.open:
+            raise _Unreadable(node, "an alias to a collection it is part of (a loop)")
+        self.open.add(key)
+        try:
+            if isinstance(node, SequenceNode):
+                return self._sequence(node, path, depth)
+            return self._mapping(node, path, depth)
+        finally:
+            self.open.discard(key)
+
+    def _sequence(self, node: Node, path: Path_, depth: int) -> list[Any]:
+        places = self.places
+        items: list[Any] = []
+        for index, item in enumerate(node.value):
+            child = (*path, index)
+            if not _empty(item):
+                mark = item.start_mark
+                places[child] = (mark.line + 1, mark.column + 1)
+            items.append(self.convert(item, child, depth + 1))
+        return items
 
     def _mapping(self, node: Node, path: Path_, depth: int) -> dict[Any, Any]:
         places = self.places

@@ -146,6 +146,7 @@ def test_libyaml_and_pure_parser_agree(monkeypatch: pytest.MonkeyPatch) -> None:
         ("--- !!map\n", "r.yaml:1:5:", "a single value tagged !!map"),
         ("a: !!int [1]\n", "r.yaml:1:4:", "a list tagged !!int"),
         ("a: !!seq {b: 1}\n", "r.yaml:1:4:", "a mapping tagged !!seq"),
+        ("a: &a [1, *a]\n", "r.yaml:1:4:", "an alias to a collection it is part of (a loop)"),
     ],
 )
 def test_syntax_errors_are_located(text: str, place: str, words: str) -> None:
