@@ -104,9 +104,13 @@ class RunState:
         """Release what the run held: the log watch and the store; again, nothing."""
         if self.closed:
             return
-        self.closed = True
-        self.log_watch.close()
-        self.store.close()
+        try:
+            self.log_watch.close()
+        finally:
+            try:
+                self.store.close()
+            finally:
+                self.closed = True
 
     def record_outcome(self, step: str, status: str) -> None:
         """Note a step's outcome for the next checkpoint."""

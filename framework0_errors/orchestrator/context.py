@@ -195,13 +195,10 @@ class Context:
             ContextValueError: when ``value`` is not JSON-serialisable.
         """
         stored = _checked_copy(key, value, who)
-        # acquire/release rather than `with`: about half the cost.
-        lock = self._lock
-        lock.acquire()
-        try:
+        # `with`, not acquire() then try: a Ctrl-C landing between those two
+        # would leave the lock held, and the next checkpoint waiting for ever.
+        with self._lock:
             self._set_locked(key, stored, who)
-        finally:
-            lock.release()
 
     def set_owned(self, key: str, value: Any, who: str | None = None) -> None:
         """Store ``value`` under ``key`` as it is, without :meth:`set`'s check and copy.
@@ -214,18 +211,14 @@ class Context:
         Anything else goes through :meth:`set`.
         """
         # _set_locked's body, inline: this runs once per step.
-        lock = self._lock
         data = self._data
         history = self._history
-        lock.acquire()
-        try:
+        with self._lock:
             before = data.get(key)
             data[key] = value
             if len(history) >= self._history_limit:
                 self._trim_history()
             history.append((key, before, value, who, self._clock()))
-        finally:
-            lock.release()
 
     def changes_since(
         self, version: int, *, exclude: Collection[str] = (), copies: bool = True
@@ -348,14 +341,11 @@ class StepContext:
             raise
         # Checked and written under the Context's lock, which fence() also
         # takes: a write either lands before the fence or not at all.
-        lock.acquire()
-        try:
+        with lock:
             if self._fence_reason is None:
                 context._set_locked(key, stored, by)
             else:
                 context._discard_locked(key, by, self._fence_reason)
-        finally:
-            lock.release()
 
     def keys(self) -> list[str]:
         """Return the Context's keys."""

@@ -232,19 +232,24 @@ class _Scheduler:
             results = self._run_steps()
             report = self._report(results, started, time.perf_counter() - clock)
         except BaseException as exc:
-            self._observe("framework0_run_aborted", run=run, error=exc)
-            if self.on_abort is not None and isinstance(exc, KeyboardInterrupt):
-                self.on_abort(self._interrupted_report(exc, started, time.perf_counter() - clock))
+            try:
+                self._observe("framework0_run_aborted", run=run, error=exc)
+            finally:  # also when a second interrupt cuts run_aborted short
+                if self.on_abort is not None and isinstance(exc, KeyboardInterrupt):
+                    elapsed = time.perf_counter() - clock
+                    self.on_abort(self._interrupted_report(exc, started, elapsed))
             raise
         try:
             self._observe("framework0_run_end", run=run, context=run.context, report=report)
         except KeyboardInterrupt as exc:
             # Every step ended, but the hooks were cut short (a rollback, say):
             # those that did not get to run_end release what they hold now.
-            self._observe("framework0_run_aborted", run=run, error=exc)
             report["status"] = "interrupted"
-            if self.on_abort is not None:
-                self.on_abort(report)
+            try:
+                self._observe("framework0_run_aborted", run=run, error=exc)
+            finally:
+                if self.on_abort is not None:
+                    self.on_abort(report)
             raise
         return RunResult(run, results, report)
 
@@ -319,12 +324,12 @@ class _Scheduler:
         # here, not through the pool: an interrupt that lands while the pool
         # starts a thread leaves that thread (and its step) unknown to it.
         try:
-            self.run.request_stop("interrupted")
             with self.start_lock:
-                self.stopping = True
+                self.stopping = True  # first: no worker begins a step after this
                 begun = self.started.intersection(running)
             for name in set(running) - begun:
                 del running[name]  # handed over but not begun: it never will be
+            self.run.request_stop("interrupted")
             self._finish_ended(running)
             if self.on_interrupt is not None:
                 self.on_interrupt(list(running))
@@ -340,6 +345,19 @@ class _Scheduler:
             if not running:
                 raise  # nothing left to abandon: a plain interrupt
             raise StepsAbandoned(list(running)) from None
+        except BaseException:
+            # An observer failed (a closed stdout, say): the running steps
+            # still end before the error goes on, unrecorded.
+            self._await(running, ended)
+            pool.shutdown(wait=False)
+            raise
+
+    def _await(self, running: dict[str, Step], ended: SimpleQueue[str]) -> None:
+        try:
+            while any(name not in self.outcomes for name in running):
+                ended.get()
+        except KeyboardInterrupt:
+            pass  # a second interrupt: stop waiting
 
     def _drop_recorded(self, running: dict[str, Step]) -> None:
         # Steps whose end an interrupt caught half recorded (in results, not
@@ -369,6 +387,8 @@ class _Scheduler:
             outcome = self.outcomes[name]
             if isinstance(outcome, BaseException):
                 del running[name], self.outcomes[name]
+                if self.stopping:
+                    continue  # already interrupted: a step's own Ctrl-C adds nothing
                 raise outcome
             if name not in self.results:
                 self._finish(running[name], outcome)

@@ -470,6 +470,78 @@ def test_an_interrupt_during_run_end_still_reports(project: Project) -> None:
     assert [(s["name"], s["status"]) for s in reports[0]["steps"]] == [("a", "succeeded")]
 
 
+STOPPING = """
+import time
+
+def stop(context, args):
+    time.sleep(args["after"])
+    raise KeyboardInterrupt
+
+def slow(context, args):
+    time.sleep(args["after"])
+    context.set(args.get("key", "slow_done"), True)
+"""
+
+
+def _run_three_workers(path: str, context: Any, on_step_end: Any) -> None:
+    from framework0_errors.orchestrator import execute, load_checked_recipe, plugin_manager
+
+    pm = plugin_manager()
+    execute(
+        load_checked_recipe(path, pm),
+        hook=pm.hook,
+        workers=3,
+        context=context,
+        on_step_end=on_step_end,
+        options={"state": "memory:"},
+    )
+
+
+def test_steps_raising_keyboardinterrupt_while_waiting_are_not_a_second_interrupt(
+    project: Project,
+) -> None:
+    """Under --workers, a second step's own KeyboardInterrupt does not abandon the others."""
+    from framework0_errors.orchestrator import Context
+
+    project.module("stopping", STOPPING)
+    path = project.recipe(
+        "steps:\n  - {name: k1, module: stopping, function: stop, args: {after: 0.05}}\n"
+        "  - {name: k2, module: stopping, function: stop, args: {after: 0.3}}\n"
+        "  - {name: slow, module: stopping, function: slow, args: {after: 0.8}}\n"
+    )
+    context = Context()
+    ended: list[str] = []
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        _run_three_workers(path, context, lambda result: ended.append(result.name))
+    assert type(stopped.value) is KeyboardInterrupt  # not StepsAbandoned
+    assert ended == ["slow"]
+    assert context.get("slow_done") is True
+    assert _log_watch_installed() is False
+
+
+def test_an_observer_failing_while_waiting_still_waits_for_the_running_steps(
+    project: Project,
+) -> None:
+    """Ctrl-C, then an observer error (a closed stdout) while waiting: the steps still end."""
+    from framework0_errors.orchestrator import Context
+
+    project.module("stopping", STOPPING)
+    path = project.recipe(
+        "steps:\n  - {name: k1, module: stopping, function: stop, args: {after: 0.05}}\n"
+        "  - {name: s1, module: stopping, function: slow, args: {after: 0.3}}\n"
+        "  - {name: s2, module: stopping, function: slow, args: {after: 0.8, key: s2_done}}\n"
+    )
+    context = Context()
+
+    def broken(result: object) -> None:
+        raise BrokenPipeError("stdout went away")
+
+    with pytest.raises(BrokenPipeError):
+        _run_three_workers(path, context, broken)
+    assert context.get("s2_done") is True  # waited for, though not recorded
+    assert _log_watch_installed() is False
+
+
 def test_an_interrupted_run_commits_what_ended_and_releases_the_log_watch(
     project: Project,
 ) -> None:
