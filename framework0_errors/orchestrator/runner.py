@@ -330,14 +330,12 @@ class _Scheduler:
             for name in set(running) - begun:
                 del running[name]  # handed over but not begun: it never will be
             self.run.request_stop("interrupted")
-            self._finish_ended(running)
+            self._finish_ended(running)  # so that on_interrupt hears only of those running
             if self.on_interrupt is not None:
                 self.on_interrupt(list(running))
-            while True:
-                self._finish_ended(running)
-                if not running:
-                    break
+            while running:
                 ended.get()
+                self._finish_ended(running)
             pool.shutdown()
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
