@@ -39,7 +39,7 @@ from .orchestrator import (
     plugin_manager,
 )
 from .recovery import recover_problem, recovery_recipe_path, run_recovery_recipe
-from .rollback import apply_rollback_outcome
+from .rollback import CompensationResult, apply_rollback_outcome
 from .runtime import PLUGIN, RunState, start_run_state
 from .state import redact_url
 from .stores.select import StoreUnavailableError
@@ -230,6 +230,11 @@ def framework0_run_end(run: Run, context: Context, report: dict[str, Any]) -> No
                 state.store.finish_run(run.run_id, report["status"])
             except StoreUnavailableError as exc:
                 state.store_lost(exc)
+    except BaseException:
+        # Cut short (Ctrl-C during a rollback, say): commit what is known, the
+        # steps a rollback undid included, so that --resume runs those again.
+        state.checkpoint()
+        raise
     finally:
         state.close()
     if state.breakers:
@@ -246,10 +251,10 @@ def framework0_run_aborted(run: Run) -> None:
     """Checkpoint what the ended steps did, send what is pending, release the run's state.
 
     The run is not marked finished: ``--resume`` takes it up again. Nothing
-    to do if ``run_end`` got as far as releasing the state.
+    to do if ``run_start`` did not set the state up, or ``run_end`` released it.
     """
-    state = _state(run)
-    if state.closed:
+    state: RunState | None = run.extras.get(PLUGIN)
+    if state is None or state.closed:  # run_start did not get as far, or run_end did
         return
     try:
         state.checkpoint()
@@ -260,20 +265,23 @@ def framework0_run_aborted(run: Run) -> None:
 
 def _roll_back(run: Run, state: RunState, context: Context, report: dict[str, Any]) -> None:
     # Runs after the last running step ended: the host calls run_end only then.
+    def ended(item: CompensationResult) -> None:
+        if item.status == "compensated":
+            state.record_outcome(item.step, "compensated")  # undone: --resume runs it again
+
     rollback = state.compensations.run(
         context=context,
         workers=run.workers,
         timing=state.timing,
         classify=state.classify,
         dependents=run.recipe.dependents(),
+        on_result=ended,
     )
     outcome = apply_rollback_outcome(
         context, failed_steps=state.rollback_trigger, rollback=rollback, report=report, who=WHO
     )
     notes = report.setdefault("notes", [])
     for item in rollback.steps:
-        if item.status == "compensated":
-            state.record_outcome(item.step, "compensated")  # undone: --resume runs it again
         error = f": {item.error}" if item.error else ""
         notes.append(f"rollback of {item.step}: {item.status}{error}")
     notes.append(f"{', '.join(state.rollback_trigger)}: {outcome.replace('_', ' ')}")

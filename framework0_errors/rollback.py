@@ -174,6 +174,7 @@ class Compensations:
         classify: Callable[[BaseException], Classification],
         dependents: Mapping[str, Sequence[str]],
         on_error: Callable[[str, BaseException, int], None] | None = None,
+        on_result: Callable[[CompensationResult], None] | None = None,
     ) -> RollbackReport:
         """Run every registered compensation in reverse dependency order and forget them.
 
@@ -184,6 +185,9 @@ class Compensations:
             classify: The run's classifier (for ``retry.retry_on`` and transience).
             dependents: Each step's direct dependents (``Recipe.dependents()``).
             on_error: Told ``(step, error, attempt)`` for every failed attempt.
+            on_result: Told each compensation's result as it ends, in this thread;
+                if the rollback is interrupted (Ctrl-C), also of those that ended
+                while it waited for the running ones, before the interrupt goes on.
 
         Raises:
             ValueError: when ``workers`` is less than 1.
@@ -210,20 +214,35 @@ class Compensations:
 
         running: dict[Future[CompensationResult], str] = {}
         submitted: dict[str, int] = {}
-        with ThreadPoolExecutor(workers, thread_name_prefix="framework0-rollback") as pool:
-            while schedule.ready or running or schedule.waiting:
-                if not schedule.ready and not running:
-                    # Only a cycle in `dependents` (never in a valid recipe) gets here:
-                    # undo what is left, newest first, rather than stall or drop it.
-                    schedule.release(list(schedule.waiting))
-                while schedule.ready and len(running) < workers:
-                    name = schedule.ready.pop(0)
-                    submitted[name] = len(submitted)
-                    running[pool.submit(compensate, name)] = name
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in sorted(done, key=lambda f: running[f]):
-                    results.append(future.result())
-                    schedule.done(running.pop(future))
+
+        def ended(result: CompensationResult) -> None:
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+
+        try:
+            with ThreadPoolExecutor(workers, thread_name_prefix="framework0-rollback") as pool:
+                while schedule.ready or running or schedule.waiting:
+                    if not schedule.ready and not running:
+                        # Only a cycle in `dependents` (never in a valid recipe) gets here:
+                        # undo what is left, newest first, rather than stall or drop it.
+                        schedule.release(list(schedule.waiting))
+                    while schedule.ready and len(running) < workers:
+                        name = schedule.ready.pop(0)
+                        submitted[name] = len(submitted)
+                        running[pool.submit(compensate, name)] = name
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in sorted(done, key=lambda f: running[f]):
+                        result = future.result()
+                        schedule.done(running.pop(future))
+                        ended(result)
+        except BaseException:
+            # Interrupted: leaving the pool waited for the running compensations.
+            # Those that ended undid their step, and the caller must hear of it.
+            for future in running:
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    ended(future.result())
+            raise
         results.sort(key=lambda r: submitted[r.step])
         return RollbackReport(tuple(results), started, timing.wall())
 

@@ -17,7 +17,7 @@ from .recovery import RecoveryRunResult
 from .redact import DEFAULT_SECRET_KEYS, Redactor
 from .rollback import Compensations
 from .shared_policies import SharedPolicies
-from .state import open_state, recipe_identity
+from .state import OpenedStore, open_state, recipe_identity
 from .stores.select import Store, StoreUnavailableError
 from .testing import Timing, timing
 
@@ -220,7 +220,26 @@ def start_run_state(
     recipe_config: RecipeErrorHandling,
     blocks: Mapping[str, StepErrorHandling | None],
 ) -> RunState:
-    """Build the state of ``run`` and keep it in ``run.extras``."""
+    """Build the state of ``run`` and keep it in ``run.extras``.
+
+    The store it opens is closed again if anything after that fails.
+    """
+    opened = open_state(run.options.get("state"), recipe_config.state)
+    try:
+        state = _run_state(run, recipe_config, blocks, opened)
+    except BaseException:
+        opened.store.close()  # nobody else holds it yet (a channel lacks its ${VAR}, Ctrl-C)
+        raise
+    run.extras[PLUGIN] = state
+    return state
+
+
+def _run_state(
+    run: Run,
+    recipe_config: RecipeErrorHandling,
+    blocks: Mapping[str, StepErrorHandling | None],
+    opened: OpenedStore,
+) -> RunState:
     import logging
 
     errors = recipe_config.errors
@@ -230,7 +249,6 @@ def start_run_state(
         for r in recipe_config.classification
     ]
     clocks = timing()
-    opened = open_state(run.options.get("state"), recipe_config.state)
     recipe_path, recipe_hash = recipe_identity(run.recipe.path, run.recipe.raw)
     state = RunState(
         recipe_config=recipe_config,
@@ -260,11 +278,14 @@ def start_run_state(
     if opened.warning:
         state.warnings.append(opened.warning)
     if recipe_config.notifications is not None:
-        state.notifier = Notifier.from_config(
-            recipe_config.notifications,
-            redactor=state.journal.redactor,
-            clock=clocks.wall,
-            sleep=clocks.sleep,
-        )
-    run.extras[PLUGIN] = state
+        try:
+            state.notifier = Notifier.from_config(
+                recipe_config.notifications,
+                redactor=state.journal.redactor,
+                clock=clocks.wall,
+                sleep=clocks.sleep,
+            )
+        except BaseException:
+            state.log_watch.close()  # the caller closes the store
+            raise
     return state

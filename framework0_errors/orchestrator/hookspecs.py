@@ -131,7 +131,9 @@ def framework0_run_aborted(run: Run, error: BaseException) -> None:
 
     ``error`` is what stopped it: a KeyboardInterrupt (Ctrl-C), or an error
     raised by a hook or callback outside any step. Release what the run
-    holds. With ``workers`` > 1 the steps that were running have ended,
+    holds. It also follows a ``run_start`` that failed or was interrupted,
+    perhaps before this plugin's own ``run_start`` ran: expect to find
+    nothing set up. With ``workers`` > 1 the steps that were running have ended,
     unless a second interrupt abandoned them (they may still be running in
     their threads).
 

@@ -227,8 +227,10 @@ class _Scheduler:
         run = self.run
         started = time.time()
         clock = time.perf_counter()
-        self.hook.framework0_run_start(run=run, context=run.context)
         try:
+            # Inside: plugins whose run_start ran before one that failed or was
+            # interrupted release what they set up in run_aborted.
+            self.hook.framework0_run_start(run=run, context=run.context)
             results = self._run_steps()
             report = self._report(results, started, time.perf_counter() - clock)
         except BaseException as exc:

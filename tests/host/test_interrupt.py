@@ -635,3 +635,140 @@ def test_an_error_while_steps_run_waits_for_them_before_it_goes_on(project: Proj
         )
     assert context.get("slow_done") is True
     assert _log_watch_installed() is False  # run_aborted released the run's state
+
+
+UNDO = """
+def ok(context, args):
+    context.set("done." + args["name"], True)
+
+def fail(context, args):
+    raise ValueError("charge refused")
+
+def undo(context, args):
+    context.set("undone." + args["name"], True)
+
+def undo_interrupted(context, args):
+    raise KeyboardInterrupt  # as if Ctrl-C came while this compensation ran
+"""
+
+
+def test_an_interrupt_during_a_rollback_checkpoints_the_steps_it_undid(project: Project) -> None:
+    """Ctrl-C after one of two compensations: the undone step is saved as compensated.
+
+    So --resume runs it again; the step whose compensation was cut short
+    keeps its outcome, and the run stays resumable.
+    """
+    from framework0_errors.stores.select import open_store
+
+    project.module("undo_steps", UNDO)
+    db = project.root / "state.db"
+    path = project.recipe(
+        """
+        steps:
+          - name: reserve
+            module: undo_steps
+            function: ok
+            args: {name: reserve}
+            error_handling:
+              rollback: {scriptlet: "undo_steps:undo_interrupted", args: {name: reserve}}
+          - name: hold
+            module: undo_steps
+            function: ok
+            args: {name: hold}
+            depends_on: [reserve]
+            error_handling:
+              rollback: {scriptlet: "undo_steps:undo", args: {name: hold}}
+          - name: charge
+            module: undo_steps
+            function: fail
+            depends_on: [hold]
+            error_handling: {on_failure: rollback}
+        """
+    )
+    from framework0_errors.orchestrator import execute, load_checked_recipe, plugin_manager
+
+    pm = plugin_manager()
+    reports: list[dict[str, Any]] = []
+    with pytest.raises(KeyboardInterrupt):
+        execute(
+            load_checked_recipe(path, pm),
+            hook=pm.hook,
+            options={"state": f"sqlite:{db}"},
+            on_abort=reports.append,
+        )
+    assert [r["status"] for r in reports] == ["interrupted"]
+    store = open_store(f"sqlite:{db}")
+    try:
+        checkpoint = store.latest_run(str(Path(path).resolve()))
+        assert checkpoint is not None
+        assert checkpoint.step_outcomes == {
+            "reserve": "succeeded",
+            "hold": "compensated",
+            "charge": "failed",
+        }
+        assert checkpoint.context["undone.hold"] is True
+        assert checkpoint.finished_at is None
+    finally:
+        store.close()
+    assert _log_watch_installed() is False
+
+
+def test_an_interrupt_during_run_start_releases_what_plugins_set_up(project: Project) -> None:
+    """Ctrl-C in a later plugin's run_start: run_aborted releases the state, on_abort reports."""
+    from framework0_errors.orchestrator import (
+        execute,
+        hookimpl,
+        load_checked_recipe,
+        plugin_manager,
+    )
+
+    class SlowToStart:
+        @hookimpl(trylast=True)
+        def framework0_run_start(self) -> None:
+            raise KeyboardInterrupt  # as if Ctrl-C came while it connected somewhere
+
+    project.module("slow_steps", SLOW)
+    path = project.recipe("steps:\n  - {name: a, module: slow_steps, function: quick}\n")
+    pm = plugin_manager(plugins=[SlowToStart()])
+    reports: list[dict[str, Any]] = []
+    with pytest.raises(KeyboardInterrupt):
+        execute(
+            load_checked_recipe(path, pm),
+            hook=pm.hook,
+            options={"state": "memory:"},
+            on_abort=reports.append,
+        )
+    assert _log_watch_installed() is False
+    assert [r["status"] for r in reports] == ["interrupted"]
+    assert [(s["name"], s["status"]) for s in reports[0]["steps"]] == [("a", "skipped")]
+
+
+def test_a_run_start_that_fails_before_the_state_is_set_up_leaves_nothing_open(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A notification channel's ${VAR} unset at run time: the error, no store or log watch left."""
+    from framework0_errors.notify import MissingEnvVarError
+    from framework0_errors.orchestrator import execute, load_checked_recipe, plugin_manager
+    from framework0_errors.stores.select import MemoryStateStore
+
+    closed: list[bool] = []
+    monkeypatch.setattr(MemoryStateStore, "close", lambda self: closed.append(True))
+    monkeypatch.setenv("HOOK_URL", "http://127.0.0.1:9/hook")
+    project.module("slow_steps", SLOW)
+    path = project.recipe(
+        """
+        error_handling:
+          notifications:
+            channels:
+              ops: {type: webhook, url: "${HOOK_URL}"}
+        steps:
+          - {name: a, module: slow_steps, function: quick}
+        """
+    )
+    pm = plugin_manager()
+    recipe = load_checked_recipe(path, pm)
+    monkeypatch.delenv("HOOK_URL")
+    with pytest.raises(MissingEnvVarError):
+        execute(recipe, hook=pm.hook, options={"state": "memory:"})
+    assert closed == [True]
+    assert _log_watch_installed() is False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -160,6 +161,50 @@ def test_diamond_compensates_both_branches_in_parallel_before_the_root() -> None
     assert all(s["status"] == "compensated" for s in steps.values())
     assert steps["a"]["start"] > max(steps["b"]["end"], steps["c"]["end"])
     assert report.steps[-1].step == "a"
+
+
+def test_on_result_hears_of_each_compensation_as_it_ends() -> None:
+    """a → b: on_result gets b's result, then a's, each as it ends."""
+    comp = Compensations()
+    comp.register(_step("a"), _undo(f"{M}:ok", args={"name": "a"}))
+    comp.register(_step("b"), _undo(f"{M}:undo_raises", args={"name": "b"}))
+    heard: list[tuple[str, str]] = []
+    report = _run(comp, {"a": ["b"], "b": []}, on_result=lambda r: heard.append((r.step, r.status)))
+    assert heard == [("b", "failed"), ("a", "compensated")]
+    assert [(r.step, r.status) for r in report.steps] == heard
+
+
+def test_an_interrupt_still_reports_the_compensations_that_ended_while_it_waited() -> None:
+    """b is interrupted while c, in parallel, is still undoing: c's result is told, then Ctrl-C."""
+    c_running = threading.Event()
+
+    def interrupted(context: Any, args: Mapping[str, Any]) -> int:
+        assert c_running.wait(5)
+        raise KeyboardInterrupt  # as if Ctrl-C came while b was undone
+
+    def slow(context: Any, args: Mapping[str, Any]) -> int:
+        c_running.set()
+        time.sleep(0.05)  # likely still running when the interrupt reaches the main thread
+        return 0
+
+    scriptlets.interrupted = interrupted  # type: ignore[attr-defined]
+    scriptlets.slow = slow  # type: ignore[attr-defined]
+    heard: list[tuple[str, str]] = []
+    try:
+        comp = Compensations()
+        comp.register(_step("a"), _undo(f"{M}:ok", args={"name": "a"}))
+        comp.register(_step("b"), _undo(f"{M}:interrupted", args={"name": "b"}))
+        comp.register(_step("c"), _undo(f"{M}:slow", args={"name": "c"}))
+        with pytest.raises(KeyboardInterrupt):
+            _run(
+                comp,
+                {"a": ["b", "c"], "b": [], "c": []},
+                workers=2,
+                on_result=lambda r: heard.append((r.step, r.status)),
+            )
+    finally:
+        del scriptlets.interrupted, scriptlets.slow  # type: ignore[attr-defined]
+    assert heard == [("c", "compensated")]  # a never started; b was cut short
 
 
 @pytest.mark.parametrize(
