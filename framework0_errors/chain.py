@@ -15,7 +15,7 @@ from typing import Any
 from .attempt import Abandon, Attempt, Tally, report_first
 from .config import FallbackConfig, StepErrorHandling, resolve_reference
 from .detect import DetectedLogError
-from .journal import WHO, recovery_key
+from .journal import RECOVERY_PREFIX, WHO
 from .orchestrator import (
     Invocation,
     MissingContextKeys,
@@ -66,14 +66,16 @@ class StepChain:
     def __init__(self, step: Step, block: StepErrorHandling, state: RunState) -> None:
         self.step = step
         self.state = state
-        self.fallback = block.fallback
-        self.fallback_call = _fallback_callable(block.fallback, step)
-        self.notify_channels = tuple(block.notify)
+        self.fallback = fallback = block.fallback
+        self.fallback_call = (
+            None if fallback is None or fallback.scriptlet is None else _scriptlet(fallback, step)
+        )
+        self.notify_channels = tuple(block.notify) if block.notify else ()
         self._monotonic = state.timing.monotonic
         # The Context's own method and the key: a writer closure would cost a
         # frame on every call, and four objects a step for the collector.
         self._set_owned = state.set_owned
-        self._recovery_key = recovery_key(step.name)
+        self._recovery_key = RECOVERY_PREFIX + step.name
         # The function, not a bound method: one kept on self would tie the chain
         # in a reference cycle, so that only the garbage collector could free it.
         self._run_attempt = (
@@ -258,11 +260,8 @@ _STRATEGY = {"succeeded": "none", "recovered": "retry", "fallback": "fallback"}
 _ABSENT: Any = object()
 
 
-def _fallback_callable(
-    fallback: FallbackConfig | None, step: Step
-) -> Callable[[Any, Any], Any] | None:
-    if fallback is None or fallback.scriptlet is None:
-        return None
+def _scriptlet(fallback: FallbackConfig, step: Step) -> Callable[[Any, Any], Any]:
+    assert fallback.scriptlet is not None
     module, function = resolve_reference(fallback.scriptlet, step.function)
     return resolve_callable(module, function)
 

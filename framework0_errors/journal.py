@@ -15,15 +15,19 @@ from .redact import Redactor
 from .stores.base import BreakerSnapshot
 from .stores.select import StoreUnavailableError
 
-__all__ = ["WHO", "ErrorJournal", "recovery_key"]
+__all__ = ["RECOVERY_PREFIX", "WHO", "ErrorJournal", "recovery_key"]
 
 WHO = "framework0.error_handling"
 """The ``who`` of every Context write this plugin makes."""
 
 
+RECOVERY_PREFIX = "recovery."
+"""What the Context keys of recovery records start with: ``recovery.<step>``."""
+
+
 def recovery_key(step: str) -> str:
     """Return the Context key of ``step``'s recovery record: ``recovery.<step>``."""
-    return "recovery." + step
+    return RECOVERY_PREFIX + step
 
 
 class ErrorHistory(Protocol):
@@ -133,21 +137,30 @@ class ErrorJournal:
 
         The values returned are the caller's: changing them changes no Context value.
         """
-        set_owned = self.context.set_owned
         written = {}
+        items = []
+        closed: dict[str, Any] | None = None
         for snapshot in snapshots:
-            # Every field is made a plain JSON value here, whichever store it came
-            # from, so that the record can be handed over without set()'s check.
-            opened_at, half_open_at = snapshot.opened_at, snapshot.half_open_at
-            state = {
-                "state": str(snapshot.state),
-                "consecutive_failures": int(snapshot.consecutive_failures),
-                # No call for None, what most breakers (closed ones) hold.
-                "opened_at": None if opened_at is None else _json_seconds(opened_at),
-                "half_open_at": None if half_open_at is None else _json_seconds(half_open_at),
-            }
-            set_owned("circuit_breakers." + snapshot.name, state, WHO)
+            if snapshot[1:5] == _UNTOUCHED:
+                # Most breakers of a run end closed with no failure. They share one
+                # record: Context values are never changed in place, and a checkpoint
+                # encodes an object many keys share once.
+                if closed is None:
+                    closed = dict(_CLOSED)
+                state = closed
+            else:
+                # Every field is made a plain JSON value here, whichever store it
+                # came from, so that the record can be handed over without set()'s check.
+                opened_at, half_open_at = snapshot.opened_at, snapshot.half_open_at
+                state = {
+                    "state": str(snapshot.state),
+                    "consecutive_failures": int(snapshot.consecutive_failures),
+                    "opened_at": None if opened_at is None else _json_seconds(opened_at),
+                    "half_open_at": None if half_open_at is None else _json_seconds(half_open_at),
+                }
+            items.append(("circuit_breakers." + snapshot.name, state))
             written[snapshot.name] = state.copy()
+        self.context.set_owned_many(items, WHO)
         return written
 
     def _keep(self, step: str, record: ErrorRecord) -> dict[str, Any]:
@@ -166,6 +179,11 @@ class ErrorJournal:
                 if self.on_store_lost is not None:
                     self.on_store_lost(exc)
         return data
+
+
+# (state, consecutive_failures, opened_at, half_open_at) of a closed breaker with no failure.
+_UNTOUCHED = ("closed", 0, None, None)
+_CLOSED = {"state": "closed", "consecutive_failures": 0, "opened_at": None, "half_open_at": None}
 
 
 def _json_seconds(value: float) -> float | None:

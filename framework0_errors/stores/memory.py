@@ -42,8 +42,17 @@ _NEVER_USED = _Breaker()
 
 
 def _snapshot(name: str, b: _Breaker, now: float) -> BreakerSnapshot:
-    state = _effective_state(b, now)
-    return BreakerSnapshot(name, state, b.failures, b.opened_at, b.half_open_at, b.trials)
+    # _effective_state, inline, and the tuple made as BreakerSnapshot._make does:
+    # a run ends by taking one of every breaker it used, often one per step.
+    state = b.state
+    if state == "open" and b.half_open_at is not None and now >= b.half_open_at:
+        state = "half_open"
+    return _new_tuple(
+        BreakerSnapshot, (name, state, b.failures, b.opened_at, b.half_open_at, b.trials)
+    )
+
+
+_new_tuple = tuple.__new__
 
 
 def _effective_state(b: _Breaker, now: float) -> BreakerState:

@@ -427,12 +427,22 @@ def entry_texts(
             a value.
     """
     entries = []
+    # One object under several keys in a row (the records of untouched breakers)
+    # is encoded once.
+    last: Any = _NOTHING
+    text = ""
     for (kind, _, keys_are), given in zip(_ENTRY_KINDS, (context, step_outcomes), strict=True):
         for key, value in given.items():
             if not isinstance(key, str):
                 raise TypeError(f"{keys_are} must be strings; got {key!r}")
-            entries.append((kind, key, json_text(value)))
+            if value is not last:
+                text = json_text(value)
+                last = value
+            entries.append((kind, key, text))
     return entries
+
+
+_NOTHING: Any = object()
 
 
 def checkpoint_from(row: Mapping[str, Any], entries: Iterable[tuple[str, str, str]]) -> Checkpoint:

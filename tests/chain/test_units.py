@@ -718,6 +718,30 @@ def test_breaker_records_hold_plain_values_that_are_the_contexts_own(
     assert journal.set_breaker(odd) == stored
 
 
+def test_untouched_breakers_share_one_record_and_callers_get_copies(
+    step_chain: Callable[[str], tuple[Any, Any]],
+) -> None:
+    """Closed breakers with no failure share one Context record; the caller's are its own."""
+    from framework0_errors.stores import BreakerSnapshot
+
+    chain, _ = step_chain("      circuit_breaker: {name: b}\n")
+    journal, context = chain.state.journal, chain.state.journal.context
+    closed = {"state": "closed", "consecutive_failures": 0, "opened_at": None, "half_open_at": None}
+    failing = BreakerSnapshot("f", "closed", 2, None, None)
+    written = journal.set_breakers(
+        [
+            BreakerSnapshot("x", "closed", 0, None, None),
+            BreakerSnapshot("y", "closed", 0, None, None),
+            failing,
+        ]
+    )
+    assert written == {"x": closed, "y": closed, "f": {**closed, "consecutive_failures": 2}}
+    assert context._data["circuit_breakers.x"] is context._data["circuit_breakers.y"]
+    written["x"]["state"] = "changed"
+    assert written["y"]["state"] == "closed"
+    assert context.get("circuit_breakers.y") == closed
+
+
 def test_outcomes_a_checkpoint_was_interrupted_saving_go_in_the_next(
     step_chain: Callable[[str], tuple[Any, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

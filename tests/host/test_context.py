@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import itertools
 import threading
 from typing import Any
 
@@ -216,6 +217,27 @@ def test_set_owned_stores_the_record_as_given_with_history() -> None:
     )
     assert len(ctx.history()) <= 10
     assert ctx.changes_since(0) == (31, {"recovery.s": records[-1]})
+
+
+def test_set_owned_many_is_set_owned_of_each_under_one_clock_reading() -> None:
+    """Each pair is one change, in order, stamped alike; the history trims as it grows."""
+    readings = itertools.count(1.0)
+    ctx = Context(clock=lambda: next(readings), history_limit=4)
+    ctx.set("a", 0, who="before")
+    shared = {"state": "closed"}
+    ctx.set_owned_many([("a", shared), ("b", shared), ("a", {"state": "open"})], "owner")
+    assert ctx._data["b"] is shared
+    assert ctx.get("a") == {"state": "open"}
+    assert [(c.key, c.before, c.who, c.timestamp) for c in ctx.history()[-3:]] == [
+        ("a", 0, "owner", 2.0),
+        ("b", None, "owner", 2.0),
+        ("a", shared, "owner", 2.0),
+    ]
+    ctx.set_owned_many([(f"k{i}", i) for i in range(5)], "owner")
+    assert len(ctx.history()) <= 4
+    assert ctx.changes_since(7) == (9, {"k3": 3, "k4": 4})
+    ctx.set_owned_many([], "owner")  # nothing: no change
+    assert ctx.changes_since(9) == (9, {})
 
 
 RECORD = {"attempts": 1, "outcome": "succeeded", "strategy": "none", "duration": 0.1, "error": None}

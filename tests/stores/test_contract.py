@@ -475,6 +475,23 @@ def test_checkpoints_keep_the_start_and_move_updated_at(store: Store) -> None:
     assert (second.recipe_path, second.recipe_hash) == ("r.yaml", "hash-r1")
 
 
+def test_a_value_many_keys_share_is_saved_under_each(store: Store) -> None:
+    """One object under several keys (and as an outcome) comes back as equal, separate values."""
+    shared = {"state": "closed", "consecutive_failures": 0}
+    store.save_checkpoint(
+        "r1",
+        recipe_path="r.yaml",
+        recipe_hash="h",
+        context={"circuit_breakers.a": shared, "circuit_breakers.b": shared, "n": 1},
+        step_outcomes={"s1": shared, "s2": "succeeded"},
+    )
+    loaded = store.load_checkpoint("r1")
+    assert loaded is not None
+    assert loaded.context == {"circuit_breakers.a": shared, "circuit_breakers.b": shared, "n": 1}
+    assert loaded.context["circuit_breakers.a"] is not loaded.context["circuit_breakers.b"]
+    assert loaded.step_outcomes == {"s1": shared, "s2": "succeeded"}
+
+
 def test_step_outcomes_are_merged_per_step(store: Store) -> None:
     """A save adds its steps to the stored ones and overwrites only the steps it names."""
     save(store, "r1", step="s1")
