@@ -276,10 +276,12 @@ class LogWatch:
 
     def close(self) -> None:
         """Let the dispatcher go once no capture or watch needs it; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
         with _dispatchers_lock:
+            if self._closed:
+                return
+            # Marked and released with no call in between: an interrupt cannot
+            # land there and leave the dispatcher installed for good.
+            self._closed = True
             self._dispatcher.holders -= 1
             _uninstall_if_idle(self._logger_name, self._dispatcher)
 

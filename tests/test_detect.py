@@ -397,6 +397,35 @@ def test_log_watch_keeps_the_handler_until_closed() -> None:
     assert handlers_of() == before
 
 
+def test_a_close_interrupted_as_it_begins_can_be_done_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C as close() takes the lock: the watch is still open, and closing again releases it."""
+    from framework0_errors import detect
+
+    real = detect._dispatchers_lock
+
+    class InterruptedOnce:
+        interrupted = False
+
+        def __enter__(self) -> None:
+            if not self.interrupted:
+                self.interrupted = True
+                raise KeyboardInterrupt
+            real.__enter__()
+
+        def __exit__(self, *exc: object) -> None:
+            real.__exit__(*exc)
+
+    before = handlers_of()
+    watch = LogWatch()
+    monkeypatch.setattr(detect, "_dispatchers_lock", InterruptedOnce())
+    with pytest.raises(KeyboardInterrupt):
+        watch.close()
+    watch.close()
+    assert handlers_of() == before
+
+
 def test_log_watch_with_patterns_and_excluded_loggers(step_logger: logging.Logger) -> None:
     """A LogWatch applies its level, patterns and excluded loggers like capture_log_errors."""
     watch = LogWatch(level=logging.CRITICAL, patterns=["quota"], exclude_loggers=["noisy"])
