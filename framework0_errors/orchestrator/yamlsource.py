@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +92,7 @@ _MAPPING_TAGS = frozenset(_CORE + kind for kind in ("map", "set"))
 class _Converter:
     """Turns composed YAML nodes into plain dicts, lists and scalars, with limits."""
 
-    def __init__(self, locator: Locator, scalar: Callable[[ScalarNode], Any]) -> None:
+    def __init__(self, locator: Locator, scalar: Callable[[ScalarNode, str], Any]) -> None:
         self.places = locator.places
         self.scalar = scalar
         self.nodes = 0
@@ -104,13 +105,15 @@ class _Converter:
             raise _TooBig(f"document has more than {MAX_NODES} nodes (alias expansion?)")
         if depth > MAX_DEPTH:
             raise _TooBig(f"document is nested deeper than {MAX_DEPTH} levels")
+        # Read once: ruamel builds the text of a node's tag on every read.
+        tag = node.tag
         if isinstance(node, ScalarNode):
-            if node.tag == _STR:
+            if tag == _STR:
                 return node.value
-            if node.tag in _LIST_TAGS or node.tag in _MAPPING_TAGS:
-                raise _Unreadable(node, f"a single value tagged {_short(node.tag)}")
-            return self.scalar(node)
-        tag = node.tag or ""
+            if tag in _LIST_TAGS or tag in _MAPPING_TAGS:
+                raise _Unreadable(node, f"a single value tagged {_short(tag)}")
+            return self.scalar(node, tag or "")
+        tag = tag or ""
         if tag.startswith(_CORE) and tag not in (
             _LIST_TAGS if isinstance(node, SequenceNode) else _MAPPING_TAGS
         ):
@@ -144,7 +147,8 @@ class _Converter:
         seen: dict[Any, int] = {}
         merged: list[Node] = []
         for key_node, value_node in node.value:
-            if key_node.tag == _MERGE:
+            key_tag = key_node.tag
+            if key_tag == _MERGE:
                 if merged:
                     raise _Unreadable(
                         key_node,
@@ -157,7 +161,7 @@ class _Converter:
                 raise _Unreadable(
                     key_node, "a mapping key must be a single value, not a list or mapping"
                 )
-            key = key_node.value if key_node.tag == _STR else self.scalar(key_node)
+            key = key_node.value if key_tag == _STR else self.scalar(key_node, key_tag)
             mark = key_node.start_mark
             if key in seen:
                 raise _Unreadable(
@@ -256,10 +260,16 @@ _DIRECTIVE = re.compile(r"^%YAML[ \t]+([0-9]+)\.([0-9]+)", re.MULTILINE)
 # What libyaml reads otherwise than YAML 1.2: tabs as separators (after `key:`,
 # say), and U+0085, U+2028 and U+2029 as line breaks.
 _LIBYAML_DIFFERS = re.compile("[\t\x85\u2028\u2029]")
-# Bracket, brace and comment tokens, skipping quoted text (for _deepest_possible).
-_FLOW_TOKENS = re.compile(r"""'(?:[^']|'')*'|"(?:[^"\\]|\\.)*"|(?<![^\s,\[\]{}])#[^\n]*|[\[\]{}]""")
-# libyaml composes recursively in C: deep enough nesting overflows the stack.
-_LIBYAML_MAX_DEPTH = 1000
+# libyaml composes recursively in C, each level of nesting taking a few hundred
+# bytes of stack: a thread's usual 8 MiB overflow at about 30,000 levels (the
+# process dies, exit 139). Text that might nest deeper than the calling thread
+# surely holds is composed on a thread of its own with a stack sized for it.
+# Text that might nest deeper still goes to the pure parser, which stops at
+# Python's recursion limit at once, where libyaml takes time in proportion to
+# the square of the depth (0.4 s for 10,000 levels, 4 s for 30,000).
+_LIBYAML_SAFE_DEPTH = 1000
+_STACK_PER_LEVEL = 1024  # bytes; at most about 400 measured
+_LIBYAML_MAX_DEPTH = 20_000
 
 
 def _compose(text: str, version: tuple[int, int] | None) -> Node | None:
@@ -267,38 +277,71 @@ def _compose(text: str, version: tuple[int, int] | None) -> Node | None:
     # than ruamel's pure-Python parser. It follows YAML 1.1 where 1.2 differs,
     # so the pure parser has the last word: on any error, for documents that
     # name their YAML version, and for text where the two would differ.
-    if (
-        _FAST_PARSER
-        and version is None
-        and _LIBYAML_DIFFERS.search(text) is None
-        and _deepest_possible(text) <= _LIBYAML_MAX_DEPTH
-    ):
-        fast = YAML(typ="safe", pure=False)
-        fast.Resolver = _Yaml12Resolver
-        try:
-            return fast.compose(text)  # type: ignore[no-any-return]
-        except YAMLError:
-            pass
+    if _FAST_PARSER and version is None and _LIBYAML_DIFFERS.search(text) is None:
+        bound = _deepest_possible(text)
+        if bound <= _LIBYAML_MAX_DEPTH:
+            fast = YAML(typ="safe", pure=False)
+            fast.Resolver = _Yaml12Resolver
+            try:
+                if bound <= _LIBYAML_SAFE_DEPTH:
+                    return fast.compose(text)  # type: ignore[no-any-return]
+                return _on_own_stack(lambda: fast.compose(text), bound * _STACK_PER_LEVEL)
+            except (YAMLError, _NoThread):
+                pass
     return YAML(typ="safe", pure=True).compose(text)  # type: ignore[no-any-return]
 
 
 def _deepest_possible(text: str) -> int:
-    """Return a bound on how deeply ``text`` can nest collections.
+    """Return a bound on how deeply ``text`` can nest collections, never below the truth.
 
-    A block collection inside another starts at least one column further in
-    (a list under a key: two levels for one column), and a flow collection
-    opens with a bracket or a brace; quoted text and comments open none.
+    A flow collection opens with a bracket or a brace. All of them count, also
+    those in quoted text and comments: telling those apart takes a YAML scanner
+    (an apostrophe in plain text, as in ``it's``, opens no quote). A block
+    collection inside another starts at least one column further in (a list
+    under a key: two levels for one column).
     """
     longest = max(map(len, text.splitlines()), default=0)
-    depth = deepest = 0
-    for token in _FLOW_TOKENS.finditer(text):
-        mark = token.group()
-        if mark in ("[", "{"):
-            depth += 1
-            deepest = max(deepest, depth)
-        elif mark in ("]", "}"):
-            depth = max(depth - 1, 0)
-    return 2 * (longest + 1) + deepest
+    return 2 * (longest + 1) + text.count("[") + text.count("{")
+
+
+class _NoThread(Exception):
+    """No thread with a stack of that size could be started here."""
+
+
+_stack_size_lock = threading.Lock()
+
+
+def _on_own_stack(compose: Callable[[], Node | None], stack_bytes: int) -> Node | None:
+    """Return ``compose()`` run on a new thread with at least ``stack_bytes`` of stack."""
+    outcome: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, compose()))
+        except BaseException as exc:  # handed to the calling thread
+            outcome.append((False, exc))
+
+    # The size applies to threads started from now on, in the whole process:
+    # it is set for this one only, and put back at once.
+    with _stack_size_lock:
+        try:
+            # Whole 64 KiB blocks: some systems take only multiples of the page size.
+            previous = threading.stack_size((stack_bytes + (4 << 20) + 0xFFFF) & ~0xFFFF)
+        except (ValueError, RuntimeError) as exc:
+            raise _NoThread(str(exc)) from exc
+        try:
+            thread = threading.Thread(target=run, name="framework0-yaml", daemon=True)
+            thread.start()
+        except RuntimeError as exc:
+            raise _NoThread(str(exc)) from exc
+        finally:
+            threading.stack_size(previous)
+    thread.join()
+    done, value = outcome[0]
+    if not done:
+        raise value
+    node: Node | None = value
+    return node
 
 
 def _declared_version(text: str) -> tuple[int, int] | None:
@@ -306,7 +349,7 @@ def _declared_version(text: str) -> tuple[int, int] | None:
     return None if found is None else (int(found.group(1)), int(found.group(2)))
 
 
-def _scalar_function(version: tuple[int, int] | None) -> Callable[[ScalarNode], Any]:
+def _scalar_function(version: tuple[int, int] | None) -> Callable[[ScalarNode, str], Any]:
     loader = YAML(typ="safe", pure=True)
     if version is not None:
         loader.version = version  # 1.1 reads 017 as 15 and 1:30 as 90
@@ -314,19 +357,20 @@ def _scalar_function(version: tuple[int, int] | None) -> Callable[[ScalarNode], 
     # Recipes repeat their numbers and flags (3, 0.5, true) step after step.
     built: dict[tuple[str, str], Any] = {}
 
-    def scalar(node: ScalarNode) -> Any:
+    def scalar(node: ScalarNode, tag: str) -> Any:
         # Core-schema scalars (null, bool, int, float) are built as the YAML
         # version says; any other tag, known or not, keeps the text written.
-        if node.tag not in _TYPED:
+        # ``tag`` is node.tag, read by the caller.
+        if tag not in _TYPED:
             return node.value
-        key = (node.tag, node.value)
+        key = (tag, node.value)
         value = built.get(key, built)
         if value is built:
             try:
                 value = built[key] = constructor.construct_object(node)
             except Exception as exc:  # !!int abc, and the like
                 raise _Unreadable(
-                    node, f"{node.value!r} is not a valid {_short(node.tag)} value"
+                    node, f"{node.value!r} is not a valid {_short(tag)} value"
                 ) from exc
         return value
 

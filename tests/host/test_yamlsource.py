@@ -53,26 +53,64 @@ def test_yaml_1_2_is_read_as_yaml_1_2() -> None:
         parse_yaml("a:\t1\n", "r.yaml")
 
 
+def _hidden(depth: int) -> str:
+    # An apostrophe in plain text opens no quote: nesting after it is as real as any.
+    return "x: it's\ny:\n" + " [\n" * depth + " ]\n" * (depth - 1) + " ] # '\n"
+
+
 @pytest.mark.parametrize(
     "text",
     [
         "steps: " + "[" * 40_000 + "]" * 40_000 + "\n",
         "steps:\n" + "- " * 50_000 + "x\n",
         "a: " + "{a: " * 30_000 + "1" + "}" * 30_000 + "\n",
+        _hidden(30_000),
+        _hidden(3_000),  # read by libyaml, on a thread of its own
+        _hidden(3_000).replace("it's", "'[[[['"),
     ],
-    ids=["flow", "block", "mapping"],
+    ids=["flow", "block", "mapping", "after an apostrophe", "on a big stack", "quoted brackets"],
 )
 def test_very_deep_nesting_is_refused_without_crashing(text: str) -> None:
-    """Nesting deep enough to overflow libyaml's C stack never reaches libyaml."""
-    assert yamlsource._deepest_possible(text) > yamlsource._LIBYAML_MAX_DEPTH
-    with pytest.raises(RecipeInvalid, match="nested too deeply"):
+    """Nesting deep enough to overflow libyaml's C stack on a usual thread is refused cleanly."""
+    assert yamlsource._deepest_possible(text) > yamlsource._LIBYAML_SAFE_DEPTH
+    with pytest.raises(RecipeInvalid, match="nested"):
         parse_yaml(text, "deep.yaml")
 
 
-def test_the_nesting_bound_counts_brackets_outside_quotes_and_comments() -> None:
-    """Quoted or commented brackets do not count; real ones and long lines do."""
+def test_the_nesting_bound_counts_every_bracket_and_long_lines() -> None:
+    """Brackets and braces count wherever they are: quoted, commented or real."""
     text = "a: '[[[['\nb: \"{{{{\"  # [[[[\nc: [[1]]\n"
-    assert yamlsource._deepest_possible(text) == 2 * (len('b: "{{{{"  # [[[[') + 1) + 2
+    assert yamlsource._deepest_possible(text) == 2 * (len('b: "{{{{"  # [[[[') + 1) + 14
+
+
+def test_text_that_might_nest_deeply_is_read_on_a_thread_of_its_own() -> None:
+    """Above the safe bound, libyaml reads on its own thread; results and errors come back."""
+    lines = [f"k{i}: [{i}, {{a: [1]}}]" for i in range(400)]
+    text = "\n".join(lines) + "\n"
+    assert yamlsource._deepest_possible(text) > yamlsource._LIBYAML_SAFE_DEPTH
+    data, locator = parse_yaml(text, "wide.yaml")
+    assert data["k399"] == [399, {"a": [1]}]
+    assert locator.position(("k399",)) == (400, 1)
+    with pytest.raises(RecipeInvalid, match=r"wide\.yaml:402:") as raised:
+        parse_yaml(text + "k: [unclosed\n", "wide.yaml")
+    assert "YAML syntax error" in str(raised.value)
+
+
+def test_without_a_thread_of_that_size_the_pure_parser_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A system that refuses the stack size still gets the document, from the pure parser."""
+    import threading
+
+    def refused(size: int = 0) -> int:
+        if size:
+            raise ValueError("size not valid")
+        return 0
+
+    monkeypatch.setattr(threading, "stack_size", refused)
+    text = "".join(f"k{i}: [{i}]\n" for i in range(600))
+    data, _ = parse_yaml(text, "wide.yaml")
+    assert data["k599"] == [599]
 
 
 def test_merge_keys_add_what_the_mapping_does_not_set() -> None:
