@@ -21,7 +21,6 @@ recipe-level ``on_failure`` then applies.
 
 from __future__ import annotations
 
-import copy
 import difflib
 import types
 import typing
@@ -231,9 +230,19 @@ def _apply(
         if section is not None and isinstance(value, Mapping) and isinstance(below, dict):
             _apply(below, value, origins=origins, model=section, prefix=here, where=(*where, key))
             continue
-        target[key] = copy.deepcopy(value)
+        target[key] = _copied(value)
         _forget(origins, here)
         origins[here] = (*where, key)
+
+
+def _copied(value: Any) -> Any:
+    # Layers hold YAML data: mappings, lists and atoms. A copy, so that merging
+    # into the result never changes a layer; copy.deepcopy took several times longer.
+    if isinstance(value, Mapping):
+        return {key: _copied(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copied(item) for item in value]
+    return value
 
 
 def _forget(origins: dict[Path, Path], prefix: Path) -> None:

@@ -275,3 +275,21 @@ def test_valid_layers_always_merge_into_a_valid_block(
     assert (block is None) == merged.is_empty
     if any(value is not None and value != [] for value in step.values()):
         assert isinstance(block, StepErrorHandling)  # the last layer's settings survive
+
+
+def test_merging_copies_the_layers_so_that_no_step_changes_another() -> None:
+    """Merged data is the step's own: the recipe's layers and other steps' data stay as written."""
+    recipe = {
+        "defaults": {"circuit_breaker": {"failure_threshold": 3}, "notify": ["ops"]},
+        "policies": {"cached": {"fallback": {"value": {"data": [1, {"x": 2}]}}}},
+    }
+    written = repr(recipe)
+    first = merge_layers({"use": "cached"}, recipe, step_name="a").data
+    second = merge_layers({"use": "cached"}, recipe, step_name="b").data
+    assert first["circuit_breaker"]["name"] == "a"  # named after its step
+    assert second["circuit_breaker"]["name"] == "b"
+    first["fallback"]["value"]["data"][1]["x"] = 99
+    first["notify"].append("more")
+    assert second["fallback"]["value"]["data"] == [1, {"x": 2}]
+    assert second["notify"] == ["ops"]
+    assert repr(recipe) == written
