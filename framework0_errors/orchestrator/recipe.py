@@ -14,6 +14,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from .middleware import KeyClaim
 from .problems import Problem, RecipeInvalid
 from .schema_check import schema_problems
+from .schema_quick import surely_valid
 from .scriptlets import ScriptletImportError, StepCallable, add_search_paths, resolve_callable
 from .yamlsource import Locator, load_yaml, parse_yaml
 
@@ -235,9 +236,11 @@ def _build(
     if data is None:
         raise RecipeInvalid([Problem(file, 1, 1, "the file is empty; a recipe needs 'steps'")])
     schema = build_recipe_schema(claims, accepted=_accepted(claims, data))
-    validator = Draft202012Validator(schema, format_checker=_FORMATS)
-    helps = {k: v for claim in claims for k, v in claim.pattern_help.items()}
-    problems = schema_problems(validator, data, locator, pattern_help=helps)
+    problems = []
+    if not surely_valid(schema, data):  # judged quickly, or by jsonschema, which explains
+        validator = Draft202012Validator(schema, format_checker=_FORMATS)
+        helps = {k: v for claim in claims for k, v in claim.pattern_help.items()}
+        problems = schema_problems(validator, data, locator, pattern_help=helps)
     problems += non_finite_problems(data, (), locator)
     if problems:
         raise RecipeInvalid(problems)
