@@ -203,6 +203,7 @@ def framework0_run_end(run: Run, context: Context, report: dict[str, Any]) -> No
     """Write the final state of every breaker the run used."""
     state = _state(run)
     breakers: dict[str, Any] = {}
+    interrupted = False
     try:
         if state.rollback_trigger:
             _roll_back(run, state, context, report)
@@ -230,13 +231,15 @@ def framework0_run_end(run: Run, context: Context, report: dict[str, Any]) -> No
                 state.store.finish_run(run.run_id, report["status"])
             except StoreUnavailableError as exc:
                 state.store_lost(exc)
-    except BaseException:
-        # Cut short (Ctrl-C during a rollback, say): commit what is known, the
-        # steps a rollback undid included, so that --resume runs those again.
-        state.checkpoint()
+    except KeyboardInterrupt:
+        # Cut short (Ctrl-C during a rollback, say): run_aborted follows, and
+        # commits what is known (what the rollback undid too) before it
+        # releases the state, so that --resume runs the undone steps again.
+        interrupted = True
         raise
     finally:
-        state.close()
+        if not interrupted:
+            state.close()
     if state.breakers:
         # What the store said at the end, or, if it stopped answering, what the
         # Context last heard.
@@ -265,25 +268,39 @@ def framework0_run_aborted(run: Run) -> None:
 
 def _roll_back(run: Run, state: RunState, context: Context, report: dict[str, Any]) -> None:
     # Runs after the last running step ended: the host calls run_end only then.
-    def ended(item: CompensationResult) -> None:
-        if item.status == "compensated":
-            state.record_outcome(item.step, "compensated")  # undone: --resume runs it again
+    # Each step's outcome follows its compensation, for the checkpoint that an
+    # interrupt leaves: one undone, or being undone, is run again by --resume.
+    notes = report.setdefault("notes", [])
 
-    rollback = state.compensations.run(
-        context=context,
-        workers=run.workers,
-        timing=state.timing,
-        classify=state.classify,
-        dependents=run.recipe.dependents(),
-        on_result=ended,
-    )
+    def starting(name: str) -> None:
+        state.record_outcome(name, "compensating")
+
+    def ended(item: CompensationResult) -> None:
+        # A compensation that failed leaves its step done, as far as anyone knows.
+        done = item.status == "compensated"
+        state.record_outcome(item.step, "compensated" if done else "succeeded")
+        error = f": {item.error}" if item.error else ""
+        notes.append(f"rollback of {item.step}: {item.status}{error}")
+
+    try:
+        rollback = state.compensations.run(
+            context=context,
+            workers=run.workers,
+            timing=state.timing,
+            classify=state.classify,
+            dependents=run.recipe.dependents(),
+            on_start=starting,
+            on_result=ended,
+        )
+    except KeyboardInterrupt:
+        notes.append(
+            f"{', '.join(state.rollback_trigger)}: rollback interrupted; "
+            "--resume runs again the steps it undid or was undoing"
+        )
+        raise
     outcome = apply_rollback_outcome(
         context, failed_steps=state.rollback_trigger, rollback=rollback, report=report, who=WHO
     )
-    notes = report.setdefault("notes", [])
-    for item in rollback.steps:
-        error = f": {item.error}" if item.error else ""
-        notes.append(f"rollback of {item.step}: {item.status}{error}")
     notes.append(f"{', '.join(state.rollback_trigger)}: {outcome.replace('_', ' ')}")
     for name in state.rollback_trigger:
         state.notify("rolled_back" if outcome == "rolled_back" else "failed", step=name)

@@ -174,6 +174,7 @@ class Compensations:
         classify: Callable[[BaseException], Classification],
         dependents: Mapping[str, Sequence[str]],
         on_error: Callable[[str, BaseException, int], None] | None = None,
+        on_start: Callable[[str], None] | None = None,
         on_result: Callable[[CompensationResult], None] | None = None,
     ) -> RollbackReport:
         """Run every registered compensation in reverse dependency order and forget them.
@@ -185,6 +186,8 @@ class Compensations:
             classify: The run's classifier (for ``retry.retry_on`` and transience).
             dependents: Each step's direct dependents (``Recipe.dependents()``).
             on_error: Told ``(step, error, attempt)`` for every failed attempt.
+            on_start: Told the name of each step whose compensation is about to
+                start, in this thread.
             on_result: Told each compensation's result as it ends, in this thread;
                 if the rollback is interrupted (Ctrl-C), also of those that ended
                 while it waited for the running ones, before the interrupt goes on.
@@ -230,6 +233,8 @@ class Compensations:
                     while schedule.ready and len(running) < workers:
                         name = schedule.ready.pop(0)
                         submitted[name] = len(submitted)
+                        if on_start is not None:
+                            on_start(name)
                         running[pool.submit(compensate, name)] = name
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in sorted(done, key=lambda f: running[f]):

@@ -199,13 +199,17 @@ class RunState:
         )
 
     def flush_notifications(self) -> dict[str, Any] | None:
-        """Deliver what is pending within ``flush_timeout``; return the delivery report."""
-        if self.notifier is None:
+        """Deliver what is pending within ``flush_timeout``; return the delivery report.
+
+        Once only: a flush cut short by Ctrl-C is not waited for again.
+        """
+        notifier, self.notifier = self.notifier, None
+        if notifier is None:
             return None
         try:
-            return self.notifier.flush().to_dict()
+            return notifier.flush().to_dict()
         finally:
-            self.notifier.close()
+            notifier.close()
 
     def on_failure(self, step: str) -> str:
         """Return the step's effective ``on_failure``: fail, continue or rollback."""

@@ -26,8 +26,7 @@ class ContextValueError(Framework0Error, TypeError):
 class Change(NamedTuple):
     """One change of a Context key: who set it, when, from what to what."""
 
-    # A named tuple: as immutable as a frozen dataclass, and made from the
-    # plain tuples the Context keeps without copying their fields.
+    # A named tuple: as immutable as a frozen dataclass, and cheap to make.
     key: str
     before: Any
     after: Any
@@ -285,9 +284,15 @@ class Context:
             return json.loads(json.dumps(self._data))  # type: ignore[no-any-return]
 
     def history(self) -> list[Change]:
-        """Return every change so far, oldest first."""
+        """Return every change so far, oldest first, with copies of the values."""
         with self._lock:
-            return list(map(Change._make, self._history))
+            changes = list(self._history)
+        # Copies, as get() gives: a stored value is never changed in place, and
+        # one may be stored under several keys.
+        return [
+            Change(key, _copy_stored(before), _copy_stored(after), who, when)
+            for key, before, after, who, when in changes
+        ]
 
     def discarded(self) -> list[DiscardedWrite]:
         """Return the writes that were refused because their writer had been fenced."""

@@ -375,3 +375,16 @@ def test_prefix_lookup_merges_keys_below_a_shared_level() -> None:
     assert nested == {"load": {"first": {"n": 1}, "second": 2}}
     nested["load"]["first"]["n"] = 5
     assert ctx.get("errors.load.first") == {"n": 1}
+
+
+def test_history_hands_out_copies() -> None:
+    """Changing a value history() returned changes no Context value, shared or not."""
+    ctx = Context()
+    shared = {"state": "closed"}
+    ctx.set_owned_many([("a", shared), ("b", shared)], "owner")
+    ctx.set("c", {"n": [1]})
+    history = ctx.history()
+    history[-2].after["state"] = "open"
+    history[-1].after["n"].append(2)
+    assert ctx.get("a") == ctx.get("b") == {"state": "closed"}
+    assert ctx.get("c") == {"n": [1]}

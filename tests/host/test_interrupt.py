@@ -655,8 +655,9 @@ def undo_interrupted(context, args):
 def test_an_interrupt_during_a_rollback_checkpoints_the_steps_it_undid(project: Project) -> None:
     """Ctrl-C after one of two compensations: the undone step is saved as compensated.
 
-    So --resume runs it again; the step whose compensation was cut short
-    keeps its outcome, and the run stays resumable.
+    The step whose compensation was cut short is saved as being undone: --resume
+    runs both again (it skips only steps saved as succeeded), and the report says
+    what the rollback did before it stopped.
     """
     from framework0_errors.stores.select import open_store
 
@@ -697,12 +698,16 @@ def test_an_interrupt_during_a_rollback_checkpoints_the_steps_it_undid(project: 
             on_abort=reports.append,
         )
     assert [r["status"] for r in reports] == ["interrupted"]
+    assert reports[0]["notes"] == [
+        "rollback of hold: compensated",
+        "charge: rollback interrupted; --resume runs again the steps it undid or was undoing",
+    ]
     store = open_store(f"sqlite:{db}")
     try:
         checkpoint = store.latest_run(str(Path(path).resolve()))
         assert checkpoint is not None
         assert checkpoint.step_outcomes == {
-            "reserve": "succeeded",
+            "reserve": "compensating",
             "hold": "compensated",
             "charge": "failed",
         }
@@ -772,3 +777,80 @@ def test_a_run_start_that_fails_before_the_state_is_set_up_leaves_nothing_open(
         execute(recipe, hook=pm.hook, options={"state": "memory:"})
     assert closed == [True]
     assert _log_watch_installed() is False
+
+
+ABANDONED_UNDO = """
+import os, signal, threading, time
+
+started = threading.Event()
+
+def ok(context, args):
+    context.set("done." + args["name"], True)
+
+def fail(context, args):
+    raise ValueError("charge refused")
+
+def undo_then_interrupted(context, args):
+    assert started.wait(5)
+    raise KeyboardInterrupt  # the first Ctrl-C, as this one runs
+
+def slow_undo(context, args):
+    started.set()
+    time.sleep(0.3)  # the main thread now waits for this one to end ...
+    os.kill(os.getpid(), signal.SIGINT)  # ... and a second Ctrl-C abandons it
+    time.sleep(0.3)
+    context.set("undone." + args["name"], True)
+"""
+
+
+def test_a_compensation_abandoned_by_a_second_interrupt_is_resumed(project: Project) -> None:
+    """A second Ctrl-C while compensations still run: they are saved as being undone."""
+    from framework0_errors.orchestrator import execute, load_checked_recipe, plugin_manager
+    from framework0_errors.stores.select import open_store
+
+    project.module("abandoned_undo", ABANDONED_UNDO)
+    db = project.root / "state.db"
+    path = project.recipe(
+        """
+        steps:
+          - name: a
+            module: abandoned_undo
+            function: ok
+            args: {name: a}
+            error_handling:
+              rollback: {scriptlet: "abandoned_undo:undo_then_interrupted", args: {name: a}}
+          - name: b
+            module: abandoned_undo
+            function: ok
+            args: {name: b}
+            error_handling:
+              rollback: {scriptlet: "abandoned_undo:slow_undo", args: {name: b}}
+          - name: charge
+            module: abandoned_undo
+            function: fail
+            depends_on: [a, b]
+            error_handling: {on_failure: rollback}
+        """
+    )
+    pm = plugin_manager()
+    with pytest.raises(KeyboardInterrupt):
+        execute(
+            load_checked_recipe(path, pm),
+            hook=pm.hook,
+            workers=2,
+            options={"state": f"sqlite:{db}"},
+        )
+    store = open_store(f"sqlite:{db}")
+    try:
+        checkpoint = store.latest_run(str(Path(path).resolve()))
+        assert checkpoint is not None
+        assert checkpoint.step_outcomes == {
+            "a": "compensating",
+            "b": "compensating",
+            "charge": "failed",
+        }
+    finally:
+        store.close()
+    for thread in threading.enumerate():  # the abandoned compensation still ends
+        if thread.name.startswith("framework0-rollback"):
+            thread.join(5)

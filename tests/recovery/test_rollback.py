@@ -163,14 +163,20 @@ def test_diamond_compensates_both_branches_in_parallel_before_the_root() -> None
     assert report.steps[-1].step == "a"
 
 
-def test_on_result_hears_of_each_compensation_as_it_ends() -> None:
-    """a → b: on_result gets b's result, then a's, each as it ends."""
+def test_on_start_and_on_result_hear_of_each_compensation_as_it_starts_and_ends() -> None:
+    """a → b: b starts and ends, then a starts and ends; each is told as it happens."""
     comp = Compensations()
     comp.register(_step("a"), _undo(f"{M}:ok", args={"name": "a"}))
     comp.register(_step("b"), _undo(f"{M}:undo_raises", args={"name": "b"}))
     heard: list[tuple[str, str]] = []
-    report = _run(comp, {"a": ["b"], "b": []}, on_result=lambda r: heard.append((r.step, r.status)))
-    assert heard == [("b", "failed"), ("a", "compensated")]
+    report = _run(
+        comp,
+        {"a": ["b"], "b": []},
+        on_start=lambda name: heard.append((name, "starting")),
+        on_result=lambda r: heard.append((r.step, r.status)),
+    )
+    assert heard == [("b", "starting"), ("b", "failed"), ("a", "starting"), ("a", "compensated")]
+    heard = [h for h in heard if h[1] != "starting"]
     assert [(r.step, r.status) for r in report.steps] == heard
 
 
