@@ -261,15 +261,22 @@ _DIRECTIVE = re.compile(r"^%YAML[ \t]+([0-9]+)\.([0-9]+)", re.MULTILINE)
 # say), and U+0085, U+2028 and U+2029 as line breaks.
 _LIBYAML_DIFFERS = re.compile("[\t\x85\u2028\u2029]")
 # libyaml composes recursively in C, each level of nesting taking a few hundred
-# bytes of stack: a thread's usual 8 MiB overflow at about 30,000 levels (the
-# process dies, exit 139). Text that might nest deeper than the calling thread
-# surely holds is composed on a thread of its own with a stack sized for it.
-# Text that might nest deeper still goes to the pure parser, which stops at
-# Python's recursion limit at once, where libyaml takes time in proportion to
-# the square of the depth (0.4 s for 10,000 levels, 4 s for 30,000).
+# bytes of stack: a thread's usual 8 MiB overflow at about 13,000 brackets of
+# [a: (two levels each) or 30,000 of [ (the process dies, exit 139). Two
+# bounds decide who reads a document:
+# - _deepest_possible counts every bracket and brace, so nothing can make it
+#   fall short of the real depth;
+# - _likely_depth skips quoted text and comments, as a person reads them; an
+#   apostrophe in plain text (it's) can fool it.
+# Text both put at most _LIBYAML_SAFE_DEPTH deep is read by libyaml here. Text
+# that is likely deep is read by the pure parser, which refuses deep nesting
+# at once, where libyaml takes time in proportion to the square of the depth
+# (0.4 s for 10,000 levels, 4 s for 30,000). Text likely shallow but possibly
+# deep (a large recipe with many flow mappings) is read by libyaml on a
+# thread with a stack sized for the possible depth, up to _LIBYAML_MAX_DEPTH.
 _LIBYAML_SAFE_DEPTH = 1000
-_STACK_PER_LEVEL = 1024  # bytes; at most about 400 measured
-_LIBYAML_MAX_DEPTH = 20_000
+_STACK_PER_LEVEL = 1024  # bytes a bracket may take; about 640 measured for [a:
+_LIBYAML_MAX_DEPTH = 300_000
 
 
 def _compose(text: str, version: tuple[int, int] | None) -> Node | None:
@@ -278,14 +285,16 @@ def _compose(text: str, version: tuple[int, int] | None) -> Node | None:
     # so the pure parser has the last word: on any error, for documents that
     # name their YAML version, and for text where the two would differ.
     if _FAST_PARSER and version is None and _LIBYAML_DIFFERS.search(text) is None:
-        bound = _deepest_possible(text)
-        if bound <= _LIBYAML_MAX_DEPTH:
+        possible = _deepest_possible(text)
+        if possible <= _LIBYAML_MAX_DEPTH and (
+            possible <= _LIBYAML_SAFE_DEPTH or _likely_depth(text) <= _LIBYAML_SAFE_DEPTH
+        ):
             fast = YAML(typ="safe", pure=False)
             fast.Resolver = _Yaml12Resolver
             try:
-                if bound <= _LIBYAML_SAFE_DEPTH:
+                if possible <= _LIBYAML_SAFE_DEPTH:
                     return fast.compose(text)  # type: ignore[no-any-return]
-                return _on_own_stack(lambda: fast.compose(text), bound * _STACK_PER_LEVEL)
+                return _on_own_stack(lambda: fast.compose(text), possible * _STACK_PER_LEVEL)
             except (YAMLError, _NoThread):
                 pass
     return YAML(typ="safe", pure=True).compose(text)  # type: ignore[no-any-return]
@@ -294,14 +303,46 @@ def _compose(text: str, version: tuple[int, int] | None) -> Node | None:
 def _deepest_possible(text: str) -> int:
     """Return a bound on how deeply ``text`` can nest collections, never below the truth.
 
-    A flow collection opens with a bracket or a brace. All of them count, also
-    those in quoted text and comments: telling those apart takes a YAML scanner
-    (an apostrophe in plain text, as in ``it's``, opens no quote). A block
-    collection inside another starts at least one column further in (a list
-    under a key: two levels for one column).
+    A flow collection opens with a bracket or a brace: all of them count, also
+    those in quoted text and comments. A block collection inside another
+    starts at least one column further in (a list under a key: two levels for
+    one column).
     """
-    longest = max(map(len, text.splitlines()), default=0)
-    return 2 * (longest + 1) + text.count("[") + text.count("{")
+    return _block_bound(text) + text.count("[") + text.count("{")
+
+
+def _likely_depth(text: str) -> int:
+    """Return how deeply ``text`` nests, as read skipping quoted text and comments.
+
+    Exact unless an apostrophe or a double quote inside plain text is taken
+    for the start of a quoted one (see :func:`_deepest_possible` for a sure bound).
+    """
+    depth = deepest = position = 0
+    search = _FLOW_TOKENS.search
+    while (token := search(text, position)) is not None:
+        mark, position = token.group(), token.end()
+        if mark == "#":
+            start = token.start()
+            if start == 0 or text[start - 1] in _BEFORE_COMMENT:
+                end = text.find("\n", position)
+                position = len(text) if end < 0 else end
+        elif mark in ("[", "{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif mark in ("]", "}"):
+            depth = max(depth - 1, 0)
+    return _block_bound(text) + deepest
+
+
+def _block_bound(text: str) -> int:
+    return 2 * (max(map(len, text.splitlines()), default=0) + 1)
+
+
+# Quoted text, a # (a comment if it follows a space or a flow indicator), and
+# brackets and braces. Each token starts with a character of its own, so the
+# regex engine skips the rest of the text quickly.
+_FLOW_TOKENS = re.compile(r"""'(?:[^']|'')*'|"(?:[^"\\]|\\.)*"|#|[\[\]{}]""")
+_BEFORE_COMMENT = frozenset(" \t\r\n,[]{}")
 
 
 class _NoThread(Exception):

@@ -77,10 +77,15 @@ def test_very_deep_nesting_is_refused_without_crashing(text: str) -> None:
         parse_yaml(text, "deep.yaml")
 
 
-def test_the_nesting_bound_counts_every_bracket_and_long_lines() -> None:
-    """Brackets and braces count wherever they are: quoted, commented or real."""
-    text = "a: '[[[['\nb: \"{{{{\"  # [[[[\nc: [[1]]\n"
-    assert yamlsource._deepest_possible(text) == 2 * (len('b: "{{{{"  # [[[[') + 1) + 14
+def test_the_nesting_bounds_count_brackets_surely_or_as_read() -> None:
+    """The sure bound counts every bracket; the likely depth skips quotes and comments."""
+    text = "a: '[[[['\nb: \"{{{{\"  # [[[[\nc: [[1]]\nd: x#[[\n# [[[\n"
+    lines = 2 * (len('b: "{{{{"  # [[[[') + 1)
+    assert yamlsource._deepest_possible(text) == lines + 19
+    assert yamlsource._likely_depth(text) == lines + 2  # x#[[ is no comment, but [[ closes none
+    fooled = "x: it's [[[[ '\n"  # the apostrophe seems to open a quote
+    assert yamlsource._likely_depth(fooled) == 2 * (len(fooled) - 1 + 1)
+    assert yamlsource._deepest_possible(fooled) == 2 * (len(fooled) - 1 + 1) + 4
 
 
 def test_text_that_might_nest_deeply_is_read_on_a_thread_of_its_own() -> None:
