@@ -218,7 +218,12 @@ class Compensations:
         running: dict[Future[CompensationResult], str] = {}
         submitted: dict[str, int] = {}
 
+        told: set[str] = set()
+
         def ended(result: CompensationResult) -> None:
+            if result.step in told:  # an interrupt came before its future was dropped
+                return
+            told.add(result.step)
             results.append(result)
             if on_result is not None:
                 on_result(result)
@@ -238,9 +243,9 @@ class Compensations:
                         running[pool.submit(compensate, name)] = name
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in sorted(done, key=lambda f: running[f]):
-                        result = future.result()
+                        # Told before it is dropped: an interrupt in between finds it.
+                        ended(future.result())
                         schedule.done(running.pop(future))
-                        ended(result)
         except BaseException:
             # Interrupted: leaving the pool waited for the running compensations.
             # Those that ended undid their step, and the caller must hear of it.

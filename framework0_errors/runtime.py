@@ -278,18 +278,18 @@ def _run_state(
         recipe_hash=recipe_hash,
         compensations=Compensations(key_patterns=key_patterns),
     )
-    state.journal.on_store_lost = state.store_lost
-    if opened.warning:
-        state.warnings.append(opened.warning)
-    if recipe_config.notifications is not None:
-        try:
+    try:
+        state.journal.on_store_lost = state.store_lost
+        if opened.warning:
+            state.warnings.append(opened.warning)
+        if recipe_config.notifications is not None:
             state.notifier = Notifier.from_config(
                 recipe_config.notifications,
                 redactor=state.journal.redactor,
                 clock=clocks.wall,
                 sleep=clocks.sleep,
             )
-        except BaseException:
-            state.log_watch.close()  # the caller closes the store
-            raise
+    except BaseException:
+        state.log_watch.close()  # the caller closes the store
+        raise
     return state

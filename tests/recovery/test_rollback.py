@@ -180,6 +180,22 @@ def test_on_start_and_on_result_hear_of_each_compensation_as_it_starts_and_ends(
     assert [(r.step, r.status) for r in report.steps] == heard
 
 
+def test_an_interrupt_while_a_result_is_told_tells_it_once() -> None:
+    """Ctrl-C inside on_result: the result is not told again on the way out."""
+    comp = Compensations()
+    comp.register(_step("a"), _undo(f"{M}:ok", args={"name": "a"}))
+    comp.register(_step("b"), _undo(f"{M}:ok", args={"name": "b"}))
+    heard: list[str] = []
+
+    def interrupted(result: Any) -> None:
+        heard.append(result.step)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(comp, {"a": ["b"], "b": []}, on_result=interrupted)
+    assert heard == ["b"]
+
+
 def test_an_interrupt_still_reports_the_compensations_that_ended_while_it_waited() -> None:
     """b is interrupted while c, in parallel, is still undoing: c's result is told, then Ctrl-C."""
     c_running = threading.Event()
