@@ -231,11 +231,16 @@ def framework0_run_end(run: Run, context: Context, report: dict[str, Any]) -> No
                 state.store.finish_run(run.run_id, report["status"])
             except StoreUnavailableError as exc:
                 state.store_lost(exc)
-    except KeyboardInterrupt:
-        # Cut short (Ctrl-C during a rollback, say): run_aborted follows, and
-        # commits what is known (what the rollback undid too) before it
-        # releases the state, so that --resume runs the undone steps again.
-        interrupted = True
+    except BaseException as exc:
+        # Cut short (Ctrl-C during a rollback, say) or failed: commit what is
+        # known, what a rollback undid too, so that --resume runs those steps
+        # again. After Ctrl-C, run_aborted follows: it commits what a second
+        # Ctrl-C keeps this commit from, and releases the state.
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        report.setdefault("state", redact_url(state.state_url))
+        if state.delivery is not None:
+            report.setdefault("notifications", state.delivery)
+        state.checkpoint()
         raise
     finally:
         if not interrupted:

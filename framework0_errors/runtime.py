@@ -59,6 +59,8 @@ class RunState:
     rollback_trigger: list[str] = field(default_factory=list)
     """Steps whose final failure asked for a rollback."""
     recoveries: dict[str, RecoveryRunResult] = field(default_factory=dict)
+    delivery: dict[str, Any] | None = None
+    """What flushing the notifications delivered, once it ran (or was cut short)."""
     closed: bool = False
     """Whether :meth:`close` has run (the end of the run released its state)."""
     # Bound once per run for the steps' chains: a method bound per step would be
@@ -207,9 +209,12 @@ class RunState:
         if notifier is None:
             return None
         try:
-            return notifier.flush().to_dict()
+            self.delivery = notifier.flush().to_dict()
         finally:
+            if self.delivery is None:  # cut short: what it got to, without waiting
+                self.delivery = notifier.report().to_dict()
             notifier.close()
+        return self.delivery
 
     def on_failure(self, step: str) -> str:
         """Return the step's effective ``on_failure``: fail, continue or rollback."""

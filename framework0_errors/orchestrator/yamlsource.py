@@ -270,13 +270,15 @@ _LIBYAML_DIFFERS = re.compile("[\t\x85\u2028\u2029]")
 #   apostrophe in plain text (it's) can fool it.
 # Text both put at most _LIBYAML_SAFE_DEPTH deep is read by libyaml here. Text
 # that is likely deep is read by the pure parser, which refuses deep nesting
-# at once, where libyaml takes time in proportion to the square of the depth
-# (0.4 s for 10,000 levels, 4 s for 30,000). Text likely shallow but possibly
-# deep (a large recipe with many flow mappings) is read by libyaml on a
-# thread with a stack sized for the possible depth, up to _LIBYAML_MAX_DEPTH.
+# quickly (in seconds only for thousands of brackets on one line). Text likely
+# shallow but possibly deep (a large recipe with many flow mappings) is read
+# by libyaml on a thread with a stack sized for the possible depth. libyaml
+# takes time in proportion to the square of the depth (0.4 s for 10,000
+# levels, 1.8 s for 20,000, 42 s for 80,000): past _LIBYAML_MAX_DEPTH, text
+# that fooled the reading could take minutes, so the pure parser reads it.
 _LIBYAML_SAFE_DEPTH = 1000
 _STACK_PER_LEVEL = 1024  # bytes a bracket may take; about 640 measured for [a:
-_LIBYAML_MAX_DEPTH = 300_000
+_LIBYAML_MAX_DEPTH = 20_000
 
 
 def _compose(text: str, version: tuple[int, int] | None) -> Node | None:
@@ -314,8 +316,10 @@ def _deepest_possible(text: str) -> int:
 def _likely_depth(text: str) -> int:
     """Return how deeply ``text`` nests, as read skipping quoted text and comments.
 
-    Exact unless an apostrophe or a double quote inside plain text is taken
-    for the start of a quoted one (see :func:`_deepest_possible` for a sure bound).
+    Close for text as people write it; an apostrophe or a double quote inside
+    plain text taken for the start of a quoted one, or compact nesting on one
+    line (``- - - x``), can make it fall short (see :func:`_deepest_possible`
+    for a sure bound).
     """
     depth = deepest = position = 0
     search = _FLOW_TOKENS.search
@@ -331,11 +335,17 @@ def _likely_depth(text: str) -> int:
             deepest = max(deepest, depth)
         elif mark in ("]", "}"):
             depth = max(depth - 1, 0)
-    return _block_bound(text) + deepest
+    # Block nesting as written: by indentation (a long line nests nothing).
+    indent = max(map(len, _INDENTS.findall(text)), default=0)
+    return 2 * (indent + 1) + deepest
 
 
 def _block_bound(text: str) -> int:
+    # Also counts compact nesting (- - - x), which needs no indentation.
     return 2 * (max(map(len, text.splitlines()), default=0) + 1)
+
+
+_INDENTS = re.compile(r"^[ \t]*", re.MULTILINE)
 
 
 # Quoted text, a # (a comment if it follows a space or a flow indicator), and

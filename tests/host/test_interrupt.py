@@ -854,3 +854,175 @@ def test_a_compensation_abandoned_by_a_second_interrupt_is_resumed(project: Proj
     for thread in threading.enumerate():  # the abandoned compensation still ends
         if thread.name.startswith("framework0-rollback"):
             thread.join(5)
+
+
+UNDONE = """
+def ok(context, args):
+    context.set("done." + args["name"], True)
+
+def fail(context, args):
+    raise ValueError("charge refused")
+
+def undo(context, args):
+    context.set("undone." + args["name"], True)
+
+def undo_interrupted(context, args):
+    raise KeyboardInterrupt
+"""
+
+ROLLBACK_RECIPE = """
+steps:
+  - name: hold
+    module: undone_steps
+    function: ok
+    args: {name: hold}
+    error_handling:
+      rollback: {scriptlet: "undone_steps:UNDO", args: {name: hold}}
+  - name: charge
+    module: undone_steps
+    function: fail
+    depends_on: [hold]
+    error_handling: {on_failure: rollback}
+"""
+
+
+def _outcomes(db: Path, path: str) -> dict[str, Any]:
+    from framework0_errors.stores.select import open_store
+
+    store = open_store(f"sqlite:{db}")
+    try:
+        checkpoint = store.latest_run(str(Path(path).resolve()))
+        assert checkpoint is not None
+        return dict(checkpoint.step_outcomes)
+    finally:
+        store.close()
+
+
+def test_a_run_end_that_fails_after_a_rollback_still_commits_what_it_undid(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error in run_end after the compensations ran: they are committed, the state released."""
+    from framework0_errors import plugin
+    from framework0_errors.orchestrator import execute, load_checked_recipe, plugin_manager
+
+    def broken(*args: Any, **kwargs: Any) -> str:
+        raise RuntimeError("report broken")
+
+    monkeypatch.setattr(plugin, "apply_rollback_outcome", broken)
+    project.module("undone_steps", UNDONE)
+    db = project.root / "state.db"
+    path = project.recipe(ROLLBACK_RECIPE.replace("UNDO", "undo"))
+    pm = plugin_manager()
+    result = execute(load_checked_recipe(path, pm), hook=pm.hook, options={"state": f"sqlite:{db}"})
+    assert any("report broken" in w for w in result.report["warnings"])
+    assert _outcomes(db, path) == {"hold": "compensated", "charge": "failed"}
+    assert _log_watch_installed() is False
+
+
+def test_a_second_interrupt_before_run_aborted_still_leaves_the_rollback_committed(
+    project: Project,
+) -> None:
+    """Ctrl-C in the rollback, then again before this plugin's run_aborted: still committed."""
+    from framework0_errors.orchestrator import (
+        execute,
+        hookimpl,
+        load_checked_recipe,
+        plugin_manager,
+    )
+
+    runs: list[Any] = []
+
+    class InterruptedAgain:
+        @hookimpl
+        def framework0_run_start(self, run: Any) -> None:
+            runs.append(run)
+
+        @hookimpl(tryfirst=True)
+        def framework0_run_aborted(self) -> None:
+            raise KeyboardInterrupt  # as if Ctrl-C came again, before the others
+
+    project.module("undone_steps", UNDONE)
+    db = project.root / "state.db"
+    path = project.recipe(
+        ROLLBACK_RECIPE.replace("UNDO", "undo").replace(
+            "steps:\n",
+            """steps:
+  - name: first
+    module: undone_steps
+    function: ok
+    args: {name: first}
+    error_handling:
+      rollback: {scriptlet: "undone_steps:undo_interrupted", args: {name: first}}
+""",
+        )
+    )
+    pm = plugin_manager(plugins=[InterruptedAgain()])
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            execute(load_checked_recipe(path, pm), hook=pm.hook, options={"state": f"sqlite:{db}"})
+        assert _outcomes(db, path) == {
+            "first": "compensating",
+            "hold": "compensated",
+            "charge": "failed",
+        }
+    finally:
+        runs[0].extras["error_handling"].close()  # run_aborted never got to it
+
+
+def test_an_interrupt_while_notifications_flush_still_reports_them(project: Project) -> None:
+    """Ctrl-C while run_end waits on a webhook that never answers: no second wait, full report."""
+    import os
+    import signal
+    import socket
+
+    from framework0_errors.orchestrator import execute, load_checked_recipe, plugin_manager
+
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept_and_interrupt() -> None:
+        connection, _ = server.accept()  # the webhook's POST: never answered
+        held.append(connection)
+        time.sleep(0.3)  # the run has reached the flush by now
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=accept_and_interrupt, daemon=True).start()
+    project.module("undone_steps", UNDONE)
+    port = server.getsockname()[1]
+    path = project.recipe(
+        f"""
+        error_handling:
+          on_failure: continue
+          notifications:
+            flush_timeout: 20
+            send_retries: 0
+            channels:
+              hook: {{type: webhook, url: "http://127.0.0.1:{port}/hook", timeout: 20}}
+            routes:
+              - match: {{outcomes: [failed]}}
+                channels: [hook]
+        steps:
+          - name: charge
+            module: undone_steps
+            function: fail
+            error_handling: {{retry: {{max_attempts: 1}}}}
+        """
+    )
+    pm = plugin_manager()
+    reports: list[dict[str, Any]] = []
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            execute(
+                load_checked_recipe(path, pm),
+                hook=pm.hook,
+                options={"state": "memory:"},
+                on_abort=reports.append,
+            )
+    finally:
+        for connection in held:
+            connection.close()
+        server.close()
+    assert time.monotonic() - started < 15  # the flush was not waited for again
+    assert reports[0]["state"] == "memory:"
+    assert reports[0]["notifications"]["channels"]["hook"]["sent"] == 0

@@ -82,10 +82,14 @@ def test_the_nesting_bounds_count_brackets_surely_or_as_read() -> None:
     text = "a: '[[[['\nb: \"{{{{\"  # [[[[\nc: [[1]]\nd: x#[[\n# [[[\n"
     lines = 2 * (len('b: "{{{{"  # [[[[') + 1)
     assert yamlsource._deepest_possible(text) == lines + 19
-    assert yamlsource._likely_depth(text) == lines + 2  # x#[[ is no comment, but [[ closes none
+    assert yamlsource._likely_depth(text) == 2 + 2  # x#[[ is no comment, but [[ closes none
     fooled = "x: it's [[[[ '\n"  # the apostrophe seems to open a quote
-    assert yamlsource._likely_depth(fooled) == 2 * (len(fooled) - 1 + 1)
+    assert yamlsource._likely_depth(fooled) == 2
     assert yamlsource._deepest_possible(fooled) == 2 * (len(fooled) - 1 + 1) + 4
+    # Block nesting is read from indentation, not from the length of lines.
+    long_line = "a:\n  b:\n    - " + "x" * 2000 + "\n"
+    assert yamlsource._likely_depth(long_line) == 2 * (4 + 1)
+    assert yamlsource._deepest_possible(long_line) > yamlsource._LIBYAML_SAFE_DEPTH
 
 
 def test_text_that_might_nest_deeply_is_read_on_a_thread_of_its_own() -> None:
