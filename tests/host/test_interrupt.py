@@ -67,6 +67,17 @@ def _run_interrupted(path: str, *, every_step: bool = False, **options: Any) -> 
     execute(load_checked_recipe(path, pm), hook=pm.hook, on_step_end=interrupt, **options)
 
 
+def _aborted_reports(path: str, *plugins: object, **options: Any) -> list[dict[str, Any]]:
+    """Run the recipe with execute(), which must raise KeyboardInterrupt; return the reports."""
+    from framework0_errors.orchestrator import execute, load_checked_recipe, plugin_manager
+
+    pm = plugin_manager(plugins=list(plugins))
+    reports: list[dict[str, Any]] = []
+    with pytest.raises(KeyboardInterrupt):
+        execute(load_checked_recipe(path, pm), hook=pm.hook, on_abort=reports.append, **options)
+    return reports
+
+
 def _log_watch_installed() -> bool:
     """Whether a run's log watch still listens on the root logger."""
     from framework0_errors import detect
@@ -444,10 +455,7 @@ def test_an_interrupt_just_after_a_step_ended_loses_nothing_and_does_not_hang(
 def test_an_interrupt_during_run_end_still_reports(project: Project) -> None:
     """Ctrl-C while the run-end hooks work: on_abort gets the report, marked interrupted."""
     from framework0_errors.orchestrator import (
-        execute,
         hookimpl,
-        load_checked_recipe,
-        plugin_manager,
     )
 
     class SlowToEnd:
@@ -457,15 +465,7 @@ def test_an_interrupt_during_run_end_still_reports(project: Project) -> None:
 
     project.module("slow_steps", SLOW)
     path = project.recipe("steps:\n  - {name: a, module: slow_steps, function: quick}\n")
-    pm = plugin_manager(plugins=[SlowToEnd()])
-    reports: list[dict[str, Any]] = []
-    with pytest.raises(KeyboardInterrupt):
-        execute(
-            load_checked_recipe(path, pm),
-            hook=pm.hook,
-            options={"state": "memory:"},
-            on_abort=reports.append,
-        )
+    reports = _aborted_reports(path, SlowToEnd(), options={"state": "memory:"})
     assert [r["status"] for r in reports] == ["interrupted"]
     assert [(s["name"], s["status"]) for s in reports[0]["steps"]] == [("a", "succeeded")]
 
@@ -686,17 +686,8 @@ def test_an_interrupt_during_a_rollback_checkpoints_the_steps_it_undid(project: 
             error_handling: {on_failure: rollback}
         """
     )
-    from framework0_errors.orchestrator import execute, load_checked_recipe, plugin_manager
 
-    pm = plugin_manager()
-    reports: list[dict[str, Any]] = []
-    with pytest.raises(KeyboardInterrupt):
-        execute(
-            load_checked_recipe(path, pm),
-            hook=pm.hook,
-            options={"state": f"sqlite:{db}"},
-            on_abort=reports.append,
-        )
+    reports = _aborted_reports(path, options={"state": f"sqlite:{db}"})
     assert [r["status"] for r in reports] == ["interrupted"]
     assert reports[0]["notes"] == [
         "rollback of hold: compensated",
@@ -721,10 +712,7 @@ def test_an_interrupt_during_a_rollback_checkpoints_the_steps_it_undid(project: 
 def test_an_interrupt_during_run_start_releases_what_plugins_set_up(project: Project) -> None:
     """Ctrl-C in a later plugin's run_start: run_aborted releases the state, on_abort reports."""
     from framework0_errors.orchestrator import (
-        execute,
         hookimpl,
-        load_checked_recipe,
-        plugin_manager,
     )
 
     class SlowToStart:
@@ -734,15 +722,7 @@ def test_an_interrupt_during_run_start_releases_what_plugins_set_up(project: Pro
 
     project.module("slow_steps", SLOW)
     path = project.recipe("steps:\n  - {name: a, module: slow_steps, function: quick}\n")
-    pm = plugin_manager(plugins=[SlowToStart()])
-    reports: list[dict[str, Any]] = []
-    with pytest.raises(KeyboardInterrupt):
-        execute(
-            load_checked_recipe(path, pm),
-            hook=pm.hook,
-            options={"state": "memory:"},
-            on_abort=reports.append,
-        )
+    reports = _aborted_reports(path, SlowToStart(), options={"state": "memory:"})
     assert _log_watch_installed() is False
     assert [r["status"] for r in reports] == ["interrupted"]
     assert [(s["name"], s["status"]) for s in reports[0]["steps"]] == [("a", "skipped")]
@@ -975,8 +955,6 @@ def test_an_interrupt_while_notifications_flush_still_reports_them(project: Proj
     import signal
     import socket
 
-    from framework0_errors.orchestrator import execute, load_checked_recipe, plugin_manager
-
     server = socket.create_server(("127.0.0.1", 0))
     held: list[socket.socket] = []
 
@@ -1008,17 +986,9 @@ def test_an_interrupt_while_notifications_flush_still_reports_them(project: Proj
             error_handling: {{retry: {{max_attempts: 1}}}}
         """
     )
-    pm = plugin_manager()
-    reports: list[dict[str, Any]] = []
     started = time.monotonic()
     try:
-        with pytest.raises(KeyboardInterrupt):
-            execute(
-                load_checked_recipe(path, pm),
-                hook=pm.hook,
-                options={"state": "memory:"},
-                on_abort=reports.append,
-            )
+        reports = _aborted_reports(path, options={"state": "memory:"})
     finally:
         for connection in held:
             connection.close()
