@@ -78,6 +78,19 @@ def _aborted_reports(path: str, *plugins: object, **options: Any) -> list[dict[s
     return reports
 
 
+def _checkpoint(db: Path, path: str) -> Any:
+    """The checkpoint of the latest run of ``path`` in the SQLite state file ``db``."""
+    from framework0_errors.stores.select import open_store
+
+    store = open_store(f"sqlite:{db}")
+    try:
+        checkpoint = store.latest_run(str(Path(path).resolve()))
+    finally:
+        store.close()
+    assert checkpoint is not None
+    return checkpoint
+
+
 def _log_watch_installed() -> bool:
     """Whether a run's log watch still listens on the root logger."""
     from framework0_errors import detect
@@ -546,7 +559,6 @@ def test_an_interrupted_run_commits_what_ended_and_releases_the_log_watch(
     project: Project,
 ) -> None:
     """Ctrl-C between steps: the ended step is checkpointed even with checkpoints off."""
-    from framework0_errors.stores.select import open_store
 
     project.module("slow_steps", SLOW)
     db = project.root / "state.db"
@@ -557,15 +569,10 @@ def test_an_interrupted_run_commits_what_ended_and_releases_the_log_watch(
     )
     with pytest.raises(KeyboardInterrupt):
         _run_interrupted(path, options={"state": f"sqlite:{db}"})
-    store = open_store(f"sqlite:{db}")
-    try:
-        checkpoint = store.latest_run(str(Path(path).resolve()))
-        assert checkpoint is not None
-        assert checkpoint.step_outcomes == {"a": "succeeded"}
-        assert checkpoint.context["quick_done"] is True
-        assert checkpoint.finished_at is None  # still resumable
-    finally:
-        store.close()
+    checkpoint = _checkpoint(db, path)
+    assert checkpoint.step_outcomes == {"a": "succeeded"}
+    assert checkpoint.context["quick_done"] is True
+    assert checkpoint.finished_at is None  # still resumable
     assert _log_watch_installed() is False
 
 
@@ -659,7 +666,6 @@ def test_an_interrupt_during_a_rollback_checkpoints_the_steps_it_undid(project: 
     runs both again (it skips only steps saved as succeeded), and the report says
     what the rollback did before it stopped.
     """
-    from framework0_errors.stores.select import open_store
 
     project.module("undo_steps", UNDO)
     db = project.root / "state.db"
@@ -693,19 +699,14 @@ def test_an_interrupt_during_a_rollback_checkpoints_the_steps_it_undid(project: 
         "rollback of hold: compensated",
         "charge: rollback interrupted; --resume runs again the steps it undid or was undoing",
     ]
-    store = open_store(f"sqlite:{db}")
-    try:
-        checkpoint = store.latest_run(str(Path(path).resolve()))
-        assert checkpoint is not None
-        assert checkpoint.step_outcomes == {
-            "reserve": "compensating",
-            "hold": "compensated",
-            "charge": "failed",
-        }
-        assert checkpoint.context["undone.hold"] is True
-        assert checkpoint.finished_at is None
-    finally:
-        store.close()
+    checkpoint = _checkpoint(db, path)
+    assert checkpoint.step_outcomes == {
+        "reserve": "compensating",
+        "hold": "compensated",
+        "charge": "failed",
+    }
+    assert checkpoint.context["undone.hold"] is True
+    assert checkpoint.finished_at is None
     assert _log_watch_installed() is False
 
 
@@ -786,7 +787,6 @@ def slow_undo(context, args):
 def test_a_compensation_abandoned_by_a_second_interrupt_is_resumed(project: Project) -> None:
     """A second Ctrl-C while compensations still run: they are saved as being undone."""
     from framework0_errors.orchestrator import execute, load_checked_recipe, plugin_manager
-    from framework0_errors.stores.select import open_store
 
     project.module("abandoned_undo", ABANDONED_UNDO)
     db = project.root / "state.db"
@@ -820,35 +820,16 @@ def test_a_compensation_abandoned_by_a_second_interrupt_is_resumed(project: Proj
             workers=2,
             options={"state": f"sqlite:{db}"},
         )
-    store = open_store(f"sqlite:{db}")
-    try:
-        checkpoint = store.latest_run(str(Path(path).resolve()))
-        assert checkpoint is not None
-        assert checkpoint.step_outcomes == {
-            "a": "compensating",
-            "b": "compensating",
-            "charge": "failed",
-        }
-    finally:
-        store.close()
+    checkpoint = _checkpoint(db, path)
+    assert checkpoint.step_outcomes == {
+        "a": "compensating",
+        "b": "compensating",
+        "charge": "failed",
+    }
     for thread in threading.enumerate():  # the abandoned compensation still ends
         if thread.name.startswith("framework0-rollback"):
             thread.join(5)
 
-
-UNDONE = """
-def ok(context, args):
-    context.set("done." + args["name"], True)
-
-def fail(context, args):
-    raise ValueError("charge refused")
-
-def undo(context, args):
-    context.set("undone." + args["name"], True)
-
-def undo_interrupted(context, args):
-    raise KeyboardInterrupt
-"""
 
 ROLLBACK_RECIPE = """
 steps:
@@ -866,18 +847,6 @@ steps:
 """
 
 
-def _outcomes(db: Path, path: str) -> dict[str, Any]:
-    from framework0_errors.stores.select import open_store
-
-    store = open_store(f"sqlite:{db}")
-    try:
-        checkpoint = store.latest_run(str(Path(path).resolve()))
-        assert checkpoint is not None
-        return dict(checkpoint.step_outcomes)
-    finally:
-        store.close()
-
-
 def test_a_run_end_that_fails_after_a_rollback_still_commits_what_it_undid(
     project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -889,13 +858,13 @@ def test_a_run_end_that_fails_after_a_rollback_still_commits_what_it_undid(
         raise RuntimeError("report broken")
 
     monkeypatch.setattr(plugin, "apply_rollback_outcome", broken)
-    project.module("undone_steps", UNDONE)
+    project.module("undone_steps", UNDO)
     db = project.root / "state.db"
     path = project.recipe(ROLLBACK_RECIPE.replace("UNDO", "undo"))
     pm = plugin_manager()
     result = execute(load_checked_recipe(path, pm), hook=pm.hook, options={"state": f"sqlite:{db}"})
     assert any("report broken" in w for w in result.report["warnings"])
-    assert _outcomes(db, path) == {"hold": "compensated", "charge": "failed"}
+    assert _checkpoint(db, path).step_outcomes == {"hold": "compensated", "charge": "failed"}
     assert _log_watch_installed() is False
 
 
@@ -921,7 +890,7 @@ def test_a_second_interrupt_before_run_aborted_still_leaves_the_rollback_committ
         def framework0_run_aborted(self) -> None:
             raise KeyboardInterrupt  # as if Ctrl-C came again, before the others
 
-    project.module("undone_steps", UNDONE)
+    project.module("undone_steps", UNDO)
     db = project.root / "state.db"
     path = project.recipe(
         ROLLBACK_RECIPE.replace("UNDO", "undo").replace(
@@ -940,7 +909,7 @@ def test_a_second_interrupt_before_run_aborted_still_leaves_the_rollback_committ
     try:
         with pytest.raises(KeyboardInterrupt):
             execute(load_checked_recipe(path, pm), hook=pm.hook, options={"state": f"sqlite:{db}"})
-        assert _outcomes(db, path) == {
+        assert _checkpoint(db, path).step_outcomes == {
             "first": "compensating",
             "hold": "compensated",
             "charge": "failed",
@@ -965,7 +934,7 @@ def test_an_interrupt_while_notifications_flush_still_reports_them(project: Proj
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=accept_and_interrupt, daemon=True).start()
-    project.module("undone_steps", UNDONE)
+    project.module("undone_steps", UNDO)
     port = server.getsockname()[1]
     path = project.recipe(
         f"""
