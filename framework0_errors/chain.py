@@ -9,7 +9,8 @@ attempts", "fallback", "short-circuited (breaker payments open)").
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from .attempt import Abandon, Attempt, Tally, report_first
@@ -26,10 +27,9 @@ from .orchestrator import (
 )
 from .pipeline import FallbackFailedError, Pipeline
 from .policies import BulkheadFullError, CircuitOpenError, StepTimeoutError
-from .redact import Redactor
 from .runtime import RunState
 
-__all__ = ["FallbackFailedError", "StepChain", "bare_step"]
+__all__ = ["FallbackFailedError", "StepChain", "bare_step", "chain_key"]
 
 
 def bare_step(state: RunState, step: Step) -> Callable[[Invocation, Next], None]:
@@ -55,16 +55,36 @@ def bare_step(state: RunState, step: Step) -> Callable[[Invocation, Next], None]
     return middleware
 
 
+def chain_key(step: Step, block: StepErrorHandling) -> Hashable:
+    """What a step's chain is built from: steps with equal keys can share one :class:`StepChain`.
+
+    The block object itself (the run keeps it), the breaker's and the
+    bulkhead's names (each defaults to the step's), and what else of the
+    step the chain keeps: its name if a timed-out attempt's message names it,
+    its function if the fallback's ``pkg.mod`` form means that function.
+    """
+    breaker, bulkhead, fallback = block.circuit_breaker, block.bulkhead, block.fallback
+    return (
+        id(block),
+        None if breaker is None else breaker.name or step.name,
+        None if bulkhead is None else bulkhead.name or step.name,
+        None if block.timeout is None else step.name,
+        None if fallback is None or fallback.scriptlet is None else step.function,
+    )
+
+
 class StepChain:
-    """The pipeline of one step for one run, as host middleware.
+    """The pipeline of the steps that share a block, breaker and bulkhead, as host middleware.
 
     Adds what a recipe step needs around :class:`~framework0_errors.pipeline.Pipeline`:
     a fenced Context view per timed attempt, error records, log detection,
-    ``recovery.<step>`` and the step line's detail.
+    ``recovery.<step>`` and the step line's detail. The step comes with each
+    invocation: one chain serves every step whose :func:`chain_key` equals
+    that of the ``step`` it was built for, so that a thousand steps sharing
+    a block build it once.
     """
 
     def __init__(self, step: Step, block: StepErrorHandling, state: RunState) -> None:
-        self.step = step
         self.state = state
         self.fallback = fallback = block.fallback
         self.fallback_call = (
@@ -72,10 +92,10 @@ class StepChain:
         )
         self.notify_channels = tuple(block.notify) if block.notify else ()
         self._monotonic = state.timing.monotonic
-        # The Context's own method and the key: a writer closure would cost a
-        # frame on every call, and four objects a step for the collector.
+        # The Context's own method: a writer closure would cost a frame on
+        # every call, and four objects a step for the collector.
         self._set_owned = state.set_owned
-        self._recovery_key = RECOVERY_PREFIX + step.name
+        self._encoded = state.encoded
         # The function, not a bound method: one kept on self would tie the chain
         # in a reference cycle, so that only the garbage collector could free it.
         self._run_attempt = (
@@ -117,20 +137,25 @@ class StepChain:
             # What _finish does for a first attempt that succeeded, in short.
             record = _SUCCEEDED.copy()
             # as _micros() rounds it, inline
-            record["duration"] = int((self._monotonic() - started) * 1e6 + 0.5) / 1e6
+            record["duration"] = duration = int((self._monotonic() - started) * 1e6 + 0.5) / 1e6
             notes = invocation.notes
             notes["outcome"] = "succeeded"
             notes["attempts"] = 1
-            self._set_owned(self._recovery_key, record, WHO)
+            key = RECOVERY_PREFIX + invocation.step.name
+            self._set_owned(key, record, WHO)
+            # Its JSON, for the checkpoint: json's encoder would cost several
+            # times more (as json does, repr gives the float's text).
+            self._encoded[key] = (record, f"{_SUCCEEDED_HEAD}{duration!r}{_SUCCEEDED_TAIL}")
             return
         # Outside the except block, so later errors are not chained to the first.
         self._recover(invocation, attempt, first, started=started, tally=tally, on_error=on_error)
 
     def _error_recorder(self, invocation: Invocation) -> Callable[[BaseException, int], None]:
-        journal, name = self.state.journal, self.step.name
+        journal, step = self.state.journal, invocation.step
+        redactor = self.state.redactor_for(step)
 
         def on_error(exc: BaseException, number: int) -> None:
-            journal.record(invocation, name, exc, attempt=number, redactor=self.redactor)
+            journal.record(invocation, step.name, exc, attempt=number, redactor=redactor)
 
         return on_error
 
@@ -144,7 +169,7 @@ class StepChain:
         tally: Tally,
         on_error: Callable[[BaseException, int], None],
     ) -> None:
-        journal, name = self.state.journal, self.step.name
+        journal, step = self.state.journal, invocation.step
 
         def fallback(exc: BaseException) -> None:
             try:
@@ -152,7 +177,11 @@ class StepChain:
             except Exception as failed:
                 # The fallback's own error belongs in the record too.
                 journal.record(
-                    invocation, name, failed, attempt=tally.attempts, redactor=self.redactor
+                    invocation,
+                    step.name,
+                    failed,
+                    attempt=tally.attempts,
+                    redactor=self.state.redactor_for(step),
                 )
                 raise
 
@@ -164,14 +193,10 @@ class StepChain:
                 fallback=fallback if self.fallback is not None else None,
                 on_error=on_error,
                 tally=tally,
+                name=step.name,
             )
         finally:
             self._finish(invocation, tally, started)
-
-    @functools.cached_property
-    def redactor(self) -> Redactor:
-        """Masks the secrets of this step's args; built on first use (a failure)."""
-        return self.state.redactor_for(self.step)
 
     def _attempt(
         self, invocation: Invocation, call_next: Next, number: int, abandon: Abandon
@@ -182,8 +207,9 @@ class StepChain:
             self._watched(call_next, invocation, found)
         finally:
             if found:
+                step = invocation.step
                 self.state.journal.record_detected(
-                    self.step.name, found, attempt=number, redactor=self.redactor
+                    step.name, found, attempt=number, redactor=self.state.redactor_for(step)
                 )
 
     def _fenced_attempt(
@@ -196,20 +222,21 @@ class StepChain:
 
     def _run_fallback(self, invocation: Invocation) -> None:
         assert self.fallback is not None
-        context = invocation.context
+        context, step = invocation.context, invocation.step
         if self.fallback_call is None:
             for key, value in (self.fallback.value or {}).items():
                 context.set(key, value)
         else:
             code = self.fallback_call(context, dict(self.fallback.args))
             if code is not None and (type(code) is not int or code != 0):
-                raise StepReturnedNonZero(f"{self.step.name} (fallback)", code)
-        missing = [k for k in self.step.ctx_has_keys if context.get(k, _ABSENT) is _ABSENT]
+                raise StepReturnedNonZero(f"{step.name} (fallback)", code)
+        missing = [k for k in step.ctx_has_keys if context.get(k, _ABSENT) is _ABSENT]
         if missing:
-            raise MissingContextKeys(f"{self.step.name} (fallback)", missing)
+            raise MissingContextKeys(f"{step.name} (fallback)", missing)
 
     def _finish(self, invocation: Invocation, tally: Tally, started: float) -> None:
         duration = self._monotonic() - started
+        name = invocation.step.name
         outcome = tally.outcome or "failed"
         attempts = tally.attempts
         error = tally.error
@@ -217,7 +244,7 @@ class StepChain:
         notes["outcome"] = outcome
         notes["attempts"] = attempts
         self._set_owned(
-            self._recovery_key,
+            RECOVERY_PREFIX + name,
             {
                 "attempts": attempts,
                 "outcome": outcome,
@@ -233,12 +260,12 @@ class StepChain:
         if outcome == "failed":
             self.state.notify(
                 "failed",
-                step=self.step.name,
+                step=name,
                 attempts=attempts,
                 extra_channels=self.notify_channels,
             )
         else:
-            self.state.notify("recovered", step=self.step.name, attempts=attempts)
+            self.state.notify("recovered", step=name, attempts=attempts)
 
 
 def _micros(seconds: float) -> float:
@@ -253,6 +280,10 @@ _SUCCEEDED = {
     "duration": 0.0,
     "error_type": None,
 }
+
+# The JSON text of _SUCCEEDED around its duration: what json.dumps writes
+# before and after it (duration comes before the other null, error_type).
+_SUCCEEDED_HEAD, _SUCCEEDED_TAIL = json.dumps({**_SUCCEEDED, "duration": None}).split("null", 1)
 
 _STRATEGY = {"succeeded": "none", "recovered": "retry", "fallback": "fallback"}
 

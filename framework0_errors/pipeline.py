@@ -222,6 +222,7 @@ class Pipeline(Generic[T]):
         fallback: Callable[[BaseException], T] | None = None,
         on_error: Callable[[BaseException, int], None] | None = None,
         tally: Tally | None = None,
+        name: str | None = None,
     ) -> T:
         """Go on after the first attempt, made with :meth:`guarded`, failed with ``first``.
 
@@ -232,7 +233,8 @@ class Pipeline(Generic[T]):
         ``started`` is when that attempt began, on the pipeline's monotonic
         clock (``retry.deadline`` counts from it). Call it outside the
         ``except`` block, so that later errors are not chained to the first.
-        Raises as :meth:`run` does.
+        ``name`` is what a :class:`FallbackFailedError` calls the failed call
+        (by default, the pipeline's name). Raises as :meth:`run` does.
         """
         count = tally if tally is not None else Tally()
         count.attempts = 1
@@ -262,7 +264,7 @@ class Pipeline(Generic[T]):
                 value = fallback(exc)
             except Exception as failed:
                 count.outcome = "failed"
-                raise FallbackFailedError(self.name, exc, failed) from failed
+                raise FallbackFailedError(name or self.name, exc, failed) from failed
             count.outcome = "fallback"
             return value
         count.outcome = "recovered"

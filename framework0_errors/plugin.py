@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .chain import StepChain, bare_step
+from .chain import StepChain, bare_step, chain_key
 from .config import (
     PATTERN_HELP,
     RecipeErrorHandling,
@@ -138,8 +138,16 @@ def framework0_step_middleware(run: Run, step: Step) -> list[StepMiddleware]:
     """Wrap the step in its chain (or, without a block, in error recording only)."""
     state = _state(run)
     block = state.blocks.get(step.name)
-    call = bare_step(state, step) if block is None else StepChain(step, block, state)
-    return [StepMiddleware(KEY, call, order=MIDDLEWARE_ORDER)]
+    if block is None:
+        return [StepMiddleware(KEY, bare_step(state, step), order=MIDDLEWARE_ORDER)]
+    # Steps that share a block (and their breaker and bulkhead) share a chain:
+    # the host only reads the list it gets.
+    key = chain_key(step, block)
+    contributed = state.chains.get(key)
+    if contributed is None:
+        chain = StepChain(step, block, state)
+        contributed = state.chains[key] = [StepMiddleware(KEY, chain, order=MIDDLEWARE_ORDER)]
+    return contributed
 
 
 @hookimpl
@@ -152,6 +160,8 @@ def framework0_failure_policy(run: Run, step: Step) -> str:
 def framework0_step_start(run: Run, step: Step) -> None:
     """Note the step as running: its Context writes are not settled yet."""
     state = _state(run)
+    if state.chains:
+        state.chains.clear()  # every chain is built: each is kept by its steps alone
     with state.running_lock:
         state.running.add(step.name)
 

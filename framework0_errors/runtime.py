@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,13 +12,13 @@ from .config import RecipeErrorHandling, StepErrorHandling
 from .detect import LogWatch
 from .journal import ErrorJournal
 from .notify import NotificationEvent, Notifier
-from .orchestrator import Run, Step
+from .orchestrator import Run, Step, StepMiddleware
 from .recovery import RecoveryRunResult
 from .redact import DEFAULT_SECRET_KEYS, Redactor
 from .rollback import Compensations
 from .shared_policies import SharedPolicies
 from .state import OpenedStore, open_state, recipe_identity
-from .stores.select import Store, StoreUnavailableError
+from .stores.select import JsonText, Store, StoreUnavailableError
 from .testing import Timing, timing
 
 __all__ = ["RunState", "start_run_state"]
@@ -46,8 +46,14 @@ class RunState:
     breakers: set[str] = field(default_factory=set)
     policies: SharedPolicies = field(default_factory=SharedPolicies)
     """The run's breaker and bulkhead objects, shared by the steps that name them alike."""
+    chains: dict[Hashable, list[StepMiddleware]] = field(default_factory=dict)
+    """The steps' middleware by ``chain_key``, while the runner builds them (dropped
+    when the first step starts, so that each chain goes once its steps ran)."""
     unsaved: dict[str, str] = field(default_factory=dict)
     """Step outcomes not yet in a checkpoint."""
+    encoded: dict[str, tuple[Any, str]] = field(default_factory=dict)
+    """Context key -> (value, its JSON text), for values whose text a chain made when it
+    wrote them (a plain success's record): the next checkpoint saves the text."""
     redactors: dict[str, Redactor] = field(default_factory=dict)
     store_failed: bool = False
     context_version: int = 0
@@ -135,6 +141,14 @@ class RunState:
             version, changed = run.context.changes_since(
                 self.context_version, exclude=self.running, copies=False
             )
+        encoded = self.encoded
+        if encoded:
+            # A text stands for its value only while the key still holds that
+            # very object; one made after this reading is encoded as usual.
+            for key, (value, text) in list(encoded.items()):
+                if changed.get(key) is value:
+                    changed[key] = JsonText(text)
+            encoded.clear()
         outcomes, self.unsaved = self.unsaved, {}
         try:
             self.store.save_checkpoint(

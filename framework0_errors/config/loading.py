@@ -70,6 +70,11 @@ def load_config(raw_recipe: Mapping[str, Any], locator: Locator) -> LoadedConfig
     except ValidationError as exc:
         return LoadedConfig(None, problems=_validation_problems(exc, raw_block, locator, _RECIPE))
     loaded = LoadedConfig(recipe)
+    # Steps often carry the same block (pasted, or all from `defaults`): each
+    # distinct text is validated once, and equal effective blocks are one
+    # object, which lets their steps share a chain.
+    valid_raw: set[str] = set()
+    blocks: dict[str, Block] = {}
     steps = raw_recipe.get("steps")
     for index, raw_step in enumerate(steps if isinstance(steps, list) else []):
         if not isinstance(raw_step, Mapping):
@@ -79,18 +84,25 @@ def load_config(raw_recipe: Mapping[str, Any], locator: Locator) -> LoadedConfig
         where: Path = ("steps", index, "error_handling")
         raw_block = raw_step.get("error_handling")
         if raw_block is not None:
-            try:
-                Block.model_validate(raw_block)
-            except ValidationError as exc:
-                loaded.problems.extend(_validation_problems(exc, raw_block, locator, where))
-                continue
+            raw_text = repr(raw_block)
+            if raw_text not in valid_raw:
+                try:
+                    Block.model_validate(raw_block)
+                except ValidationError as exc:
+                    loaded.problems.extend(_validation_problems(exc, raw_block, locator, where))
+                    continue
+                valid_raw.add(raw_text)
         try:
             merged = merge_layers(raw_block, recipe, step_name=name, step_path=where)
         except (UnknownPolicyError, PolicyCycleError) as exc:
             loaded.problems.append(locator.problem(exc.path, str(exc)))
             continue
         # Layers valid on their own merge into a valid block (a tested property).
-        block = Block.model_validate(merged.data)
+        # repr tells apart what pydantic does (1, 1.0, True and "1"; key order).
+        text = repr(merged.data)
+        block = blocks.get(text)
+        if block is None:
+            block = blocks[text] = Block.model_validate(merged.data)
         function = raw_step.get("function")
         loaded.steps.append(
             LoadedStep(

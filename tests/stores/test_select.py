@@ -141,6 +141,7 @@ def test_everything_public_is_exported() -> None:
         "DEFAULT_STATE_URL",
         "STATE_ENV_VAR",
         "Checkpoint",
+        "JsonText",
         "MemoryStateStore",
         "RunSummary",
         "Store",
