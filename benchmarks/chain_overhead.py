@@ -25,14 +25,18 @@ slow spell of a shared machine hits both sides of each ratio alike.
    Target: the blocks add under 1% to the whole run. Steps that sleep 1 ms
    and steps that compute for 1 ms are timed apart: while a step sleeps, a
    shared machine gives the CPU's caches to other work, and everything the
-   next step runs, the blocks included, starts cold. The same recipes with
-   steps that return at once show what the blocks cost per step.
+   next step runs, the blocks included, starts cold. Each step also times
+   its own code: what the blocks add to the time outside it, against the
+   whole run, is the same quantity without the steps' own jitter (a 1 ms
+   sleep overshoots by a varying amount). The same recipes with steps that
+   return at once show what the blocks cost per step.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import statistics
 import sys
 import tempfile
@@ -112,17 +116,17 @@ def _resilient() -> Callable[[], int]:
 
 
 def _chain(extra: str = "", *, state: str = "memory:", bulkhead: bool = True) -> Callable[[], None]:
-    block = BLOCK if bulkhead else "\n".join(x for x in BLOCK.split("\n") if "bulkhead" not in x)
-    text = f"steps:\n  - name: s\n    module: m\n    function: f\n{block}{extra}"
+    text = BLOCK if bulkhead else "\n".join(x for x in BLOCK.split("\n") if "bulkhead" not in x)
+    text = f"steps:\n  - name: s\n    module: m\n    function: f\n{text}{extra}"
     pm = plugin_manager()
     recipe = parse_recipe(text, "bench.yaml", claims=claims(pm), resolve=False)
     run = Run(recipe, hook=pm.hook, context=Context(), workers=1, options={"state": state})
     config, blocks = load_recipe_config(recipe.raw)
-    state = start_run_state(run, config, blocks)
+    run_state = start_run_state(run, config, blocks)
     step = recipe.steps[0]
     block = blocks["s"]
     assert block is not None
-    chain = StepChain(step, block, state)
+    chain = StepChain(step, block, run_state)
     invocation = Invocation(step, run, run.context.writer("s"))
 
     def inner(_: Invocation) -> None:
@@ -200,8 +204,18 @@ STEP_BODIES = {
     # are not handed over to other processes between steps.
     "bench_work": "    end = time.perf_counter() + 0.001\n    while time.perf_counter() < end:\n"
     "        pass\n",
-    "bench_return": "    return None\n",
+    "bench_return": "    pass\n",
 }
+
+# Each step adds the time its own code took to the module's `spent`: the
+# run's time outside it is what the host, the plugin and the blocks cost.
+STEP_MODULE = """import time
+spent = 0.0
+def step(context, args):
+    global spent
+    started = time.perf_counter()
+{body}    spent += time.perf_counter() - started
+"""
 
 
 def _recipe(folder: Path, steps: int, blocks: str, *, module: str) -> Path:
@@ -209,9 +223,7 @@ def _recipe(folder: Path, steps: int, blocks: str, *, module: str) -> Path:
 
     ``blocks``: none, own (a breaker and bulkhead name per step) or shared.
     """
-    (folder / f"{module}.py").write_text(
-        f"import time\ndef step(context, args):\n{STEP_BODIES[module]}"
-    )
+    (folder / f"{module}.py").write_text(STEP_MODULE.format(body=STEP_BODIES[module]))
     lines = ["steps:"]
     for i in range(steps):
         lines += [f"  - name: s{i}", f"    module: {module}", "    function: step"]
@@ -223,34 +235,44 @@ def _recipe(folder: Path, steps: int, blocks: str, *, module: str) -> Path:
     return path
 
 
-def _run_recipe(path: Path) -> float:
-    """Load ``path`` (not timed), run it with state in memory; return seconds."""
+def _run_recipe(path: Path, module: str) -> tuple[float, float]:
+    """Load ``path`` (not timed), run it with state in memory.
+
+    Returns the seconds the run took, and of those the seconds outside the
+    steps' own code.
+    """
     pm = plugin_manager()
     recipe = load_checked_recipe(str(path), pm)
+    steps_module = importlib.import_module(module)
+    setattr(steps_module, "spent", 0.0)  # noqa: B010 - a module written at run time
     # Garbage left by earlier runs and parts would make this run's collections
     # scan it: each run starts from a clean heap, as a fresh process would.
     gc.collect()
     start = time.perf_counter()
     result = execute(recipe, hook=pm.hook, options={"state": "memory:"})
+    took = time.perf_counter() - start
     assert result.succeeded
-    return time.perf_counter() - start
+    return took, took - float(getattr(steps_module, "spent"))  # noqa: B009
 
 
-def _recipe_runs(folder: Path, steps: int, *, module: str, runs: int) -> dict[str, list[float]]:
+Runs = dict[str, list[tuple[float, float]]]
+
+
+def _recipe_runs(folder: Path, steps: int, *, module: str, runs: int) -> Runs:
     """Time each kind of recipe ``runs`` times, the kinds interleaved."""
     paths = {kind: _recipe(folder, steps, kind, module=module) for kind in RECIPE_KINDS}
     # The same recipe as "none" under another name: what the run-to-run noise is.
     paths["none again"] = folder / f"{module}-none-again.yaml"
     paths["none again"].write_text(paths["none"].read_text())
     kinds = list(paths)
-    times: dict[str, list[float]] = {kind: [] for kind in kinds}
+    times: Runs = {kind: [] for kind in kinds}
     for round_number in range(runs):
         # Each round starts with another kind: a run can be slower for coming
         # later in a round (seen with sleeping steps), which must not count
         # against one kind alone.
         turn = round_number % len(kinds)
         for kind in kinds[turn:] + kinds[:turn]:
-            times[kind].append(_run_recipe(paths[kind]))
+            times[kind].append(_run_recipe(paths[kind], module))
     return times
 
 
@@ -308,27 +330,41 @@ def _report_recipes(steps: int, runs: int) -> None:
         }
         quick = _recipe_runs(Path(tmp), steps, module="bench_return", runs=2 * runs)
     print(f"3. {steps} steps of 1 ms: best and median of {runs} interleaved runs each")
-    for what, times_of in timed_runs.items():
-        best = {kind: min(times) for kind, times in times_of.items()}
-        median = {kind: statistics.median(times) for kind, times in times_of.items()}
+    for what, runs_of in timed_runs.items():
+        whole = {kind: [took for took, _ in pairs] for kind, pairs in runs_of.items()}
+        outside = {kind: [other for _, other in pairs] for kind, pairs in runs_of.items()}
+        best = {kind: min(times) for kind, times in whole.items()}
+        median = {kind: statistics.median(times) for kind, times in whole.items()}
+        # What the blocks add, from the time outside the steps' code: the same
+        # quantity as the change of the whole run, without the steps' own
+        # jitter (a 1 ms sleep overshoots by a varying amount).
+        added_outside = {
+            kind: (statistics.median(outside[kind]) - statistics.median(outside["none"]))
+            / median["none"]
+            for kind in whole
+        }
         print(f"   steps that {what}")
         print(
             f"   without error_handling: {best['none']:.3f} s best, {median['none']:.3f} s median"
+            f"; outside the steps' code {statistics.median(outside['none']) / steps * 1e6:.1f} us"
+            " a step"
         )
         for kind, label in RECIPE_LABELS.items():
             added, added_median = best[kind] / best["none"] - 1, median[kind] / median["none"] - 1
             print(
                 f"   with error_handling:    {best[kind]:.3f} s best, {median[kind]:.3f} s median: "
-                f"the blocks add {added:+.2%} (median {added_median:+.2%})"
+                f"the blocks add {added:+.2%} (median {added_median:+.2%}); "
+                f"outside the steps' code, {added_outside[kind]:+.2%} of the run"
             )
             print(f"      {label}")
         noise = best["none again"] / best["none"] - 1
         noise_median = median["none again"] / median["none"] - 1
         print(
             f"   the same recipe without error_handling, run again: {noise:+.2%} "
-            f"(median {noise_median:+.2%}): the noise of this comparison"
+            f"(median {noise_median:+.2%}; outside the steps' code "
+            f"{added_outside['none again']:+.2%}): the noise of this comparison"
         )
-    per_step = {kind: min(times) / steps for kind, times in quick.items()}
+    per_step = {kind: min(took for took, _ in pairs) / steps for kind, pairs in quick.items()}
     print(f"   per step, on steps that return at once (best of {2 * runs} runs):")
     print(f"      the host and plugin without error_handling: {per_step['none'] * 1e6:.1f} us")
     for kind in RECIPE_LABELS:

@@ -9,14 +9,13 @@ attempts", "fallback", "short-circuited (breaker payments open)").
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Hashable
 from typing import Any
 
 from .attempt import Abandon, Attempt, Tally, report_first
 from .config import FallbackConfig, StepErrorHandling, resolve_reference
 from .detect import DetectedLogError
-from .journal import RECOVERY_PREFIX, WHO
+from .journal import RECOVERY_PREFIX, SUCCEEDED, WHO
 from .orchestrator import (
     Invocation,
     MissingContextKeys,
@@ -95,7 +94,9 @@ class StepChain:
         # The Context's own method: a writer closure would cost a frame on
         # every call, and four objects a step for the collector.
         self._set_owned = state.set_owned
-        self._encoded = state.encoded
+        self._successes = state.successes
+        # The key of the step it was built for, made once: often its only step.
+        self._step, self._key = step, RECOVERY_PREFIX + step.name
         # The function, not a bound method: one kept on self would tie the chain
         # in a reference cycle, so that only the garbage collector could free it.
         self._run_attempt = (
@@ -137,15 +138,14 @@ class StepChain:
             # What _finish does for a first attempt that succeeded, in short.
             record = _SUCCEEDED.copy()
             # as _micros() rounds it, inline
-            record["duration"] = duration = int((self._monotonic() - started) * 1e6 + 0.5) / 1e6
+            record["duration"] = int((self._monotonic() - started) * 1e6 + 0.5) / 1e6
             notes = invocation.notes
             notes["outcome"] = "succeeded"
             notes["attempts"] = 1
-            key = RECOVERY_PREFIX + invocation.step.name
+            step = invocation.step
+            key = self._key if step is self._step else RECOVERY_PREFIX + step.name
             self._set_owned(key, record, WHO)
-            # Its JSON, for the checkpoint: json's encoder would cost several
-            # times more (as json does, repr gives the float's text).
-            self._encoded[key] = (record, f"{_SUCCEEDED_HEAD}{duration!r}{_SUCCEEDED_TAIL}")
+            self._successes[key] = record  # saved from a template, not encoded
             return
         # Outside the except block, so later errors are not chained to the first.
         self._recover(invocation, attempt, first, started=started, tally=tally, on_error=on_error)
@@ -273,17 +273,7 @@ def _micros(seconds: float) -> float:
     return int(seconds * 1e6 + 0.5) / 1e6
 
 
-_SUCCEEDED = {
-    "attempts": 1,
-    "outcome": "succeeded",
-    "strategy": "none",
-    "duration": 0.0,
-    "error_type": None,
-}
-
-# The JSON text of _SUCCEEDED around its duration: what json.dumps writes
-# before and after it (duration comes before the other null, error_type).
-_SUCCEEDED_HEAD, _SUCCEEDED_TAIL = json.dumps({**_SUCCEEDED, "duration": None}).split("null", 1)
+_SUCCEEDED = dict(SUCCEEDED)  # a dict's copy() is cheaper than a mapping proxy's
 
 _STRATEGY = {"succeeded": "none", "recovered": "retry", "fallback": "fallback"}
 

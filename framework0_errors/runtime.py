@@ -10,7 +10,7 @@ from typing import Any
 from .classify import Classification, ClassificationRule, Classifier
 from .config import RecipeErrorHandling, StepErrorHandling
 from .detect import LogWatch
-from .journal import ErrorJournal
+from .journal import ErrorJournal, succeeded_text
 from .notify import NotificationEvent, Notifier
 from .orchestrator import Run, Step, StepMiddleware
 from .recovery import RecoveryRunResult
@@ -51,9 +51,9 @@ class RunState:
     when the first step starts, so that each chain goes once its steps ran)."""
     unsaved: dict[str, str] = field(default_factory=dict)
     """Step outcomes not yet in a checkpoint."""
-    encoded: dict[str, tuple[Any, str]] = field(default_factory=dict)
-    """Context key -> (value, its JSON text), for values whose text a chain made when it
-    wrote them (a plain success's record): the next checkpoint saves the text."""
+    successes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The ``recovery.<step>`` records of plain successes written since the last checkpoint,
+    by key: the checkpoint saves them as :func:`~.journal.succeeded_text` makes them."""
     redactors: dict[str, Redactor] = field(default_factory=dict)
     store_failed: bool = False
     context_version: int = 0
@@ -131,6 +131,7 @@ class RunState:
         changed, not the whole run so far.
         """
         if self.store_failed:
+            self.successes.clear()  # nothing will save them
             return
         run = self.journal.run
         # Writes of steps still running are left out: resuming re-runs those
@@ -141,14 +142,14 @@ class RunState:
             version, changed = run.context.changes_since(
                 self.context_version, exclude=self.running, copies=False
             )
-        encoded = self.encoded
-        if encoded:
-            # A text stands for its value only while the key still holds that
-            # very object; one made after this reading is encoded as usual.
-            for key, (value, text) in list(encoded.items()):
-                if changed.get(key) is value:
-                    changed[key] = JsonText(text)
-            encoded.clear()
+        successes = self.successes
+        if successes:
+            # Only while the key still holds that very record: a record noted
+            # after this reading is encoded as any value is.
+            for key, record in list(successes.items()):
+                if changed.get(key) is record:
+                    changed[key] = JsonText(succeeded_text(record["duration"]))
+            successes.clear()
         outcomes, self.unsaved = self.unsaved, {}
         try:
             self.store.save_checkpoint(

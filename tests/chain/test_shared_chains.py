@@ -9,6 +9,7 @@ import pytest
 
 from framework0_errors.config import load_recipe_config
 from framework0_errors.config.loading import load_config
+from framework0_errors.journal import SUCCEEDED, succeeded_text
 from framework0_errors.orchestrator import (
     Context,
     Locator,
@@ -171,22 +172,34 @@ def test_a_plain_success_is_checkpointed_from_its_own_text(
 
     run, state = prepared("steps:\n" + _step("a", SHARED) + _step("b", SHARED))
     chain = StepChain(run.recipe.steps[0], state.blocks["a"], state)  # type: ignore[arg-type]
-    for step in run.recipe.steps:
+    steps = run.recipe.steps
+    for step in steps:
         chain(Invocation(step, run, run.context.writer(step.name)), lambda invocation: None)
-    assert set(state.encoded) == {"recovery.a", "recovery.b"}
-    for key, (value, text) in state.encoded.items():
-        assert run.context.get(key) == value
-        assert text == json.dumps(value)
+    assert set(state.successes) == {"recovery.a", "recovery.b"}
+    for key, record in state.successes.items():
+        assert run.context.get(key) == record
     # recovery.b replaced after its text was made: the new value is encoded instead.
     run.context.set_owned("recovery.b", {"outcome": "replaced"}, "test")
     state.checkpoint()
-    assert not state.encoded
+    assert not state.successes
     store = state.store
     assert isinstance(store, MemoryStateStore)
     saved = store.load_checkpoint(run.run_id)
     assert saved is not None
     assert saved.context["recovery.a"] == run.context.get("recovery.a")
     assert saved.context["recovery.b"] == {"outcome": "replaced"}
+    # A store that stopped answering saves nothing: the records are not kept for it.
+    state.store_failed = True
+    chain(Invocation(steps[0], run, run.context.writer("a")), lambda invocation: None)
+    assert state.successes
+    state.checkpoint()
+    assert not state.successes
+
+
+@pytest.mark.parametrize("duration", [0.0, 1e-06, 0.001054, 3e-05, 12.5, 123456.000001, 1e22])
+def test_the_success_template_writes_what_json_does(duration: float) -> None:
+    """succeeded_text gives json.dumps's text of the record, whatever the float."""
+    assert succeeded_text(duration) == json.dumps({**SUCCEEDED, "duration": duration})
 
 
 def test_json_text_is_stored_as_it_is() -> None:
