@@ -13,7 +13,13 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from .attempt import Abandon, Attempt, Tally, report_first
-from .config import FallbackConfig, StepErrorHandling, resolve_reference
+from .config import (
+    FallbackConfig,
+    ScriptletRef,
+    StepErrorHandling,
+    plain_copy,
+    resolve_reference,
+)
 from .detect import DetectedLogError
 from .journal import RECOVERY_PREFIX, SUCCEEDED, WHO
 from .orchestrator import (
@@ -63,13 +69,19 @@ def chain_key(step: Step, block: StepErrorHandling) -> Hashable:
     its function if the fallback's ``pkg.mod`` form means that function.
     """
     breaker, bulkhead, fallback = block.circuit_breaker, block.bulkhead, block.fallback
+    scriptlet = None if fallback is None else fallback.scriptlet
     return (
         id(block),
         None if breaker is None else breaker.name or step.name,
         None if bulkhead is None else bulkhead.name or step.name,
         None if block.timeout is None else step.name,
-        None if fallback is None or fallback.scriptlet is None else step.function,
+        step.function if scriptlet is not None and _names_no_function(scriptlet) else None,
     )
+
+
+def _names_no_function(scriptlet: str | ScriptletRef) -> bool:
+    # `pkg.mod`, or {module} alone: the step's own function in that module.
+    return ":" not in scriptlet if isinstance(scriptlet, str) else not scriptlet.function
 
 
 class StepChain:
@@ -227,7 +239,8 @@ class StepChain:
             for key, value in (self.fallback.value or {}).items():
                 context.set(key, value)
         else:
-            code = self.fallback_call(context, dict(self.fallback.args))
+            # A copy of its own: steps with equal blocks share the block's args.
+            code = self.fallback_call(context, plain_copy(self.fallback.args))
             if code is not None and (type(code) is not int or code != 0):
                 raise StepReturnedNonZero(f"{step.name} (fallback)", code)
         missing = [k for k in step.ctx_has_keys if context.get(k, _ABSENT) is _ABSENT]

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from .attempt import Abandon, Tally
 from .classify import Classification, qualified_name
-from .config import RollbackConfig, StepErrorHandling, resolve_reference
+from .config import RollbackConfig, StepErrorHandling, plain_copy, resolve_reference
 from .orchestrator import Context, Step, StepReturnedNonZero, resolve_callable
 from .pipeline import Pipeline
 from .redact import DEFAULT_SECRET_KEYS, Redactor
@@ -274,7 +274,8 @@ class Compensations:
             )
 
             def attempt(number: int, abandon: Abandon) -> None:
-                returned = code(env.context.writer(who), dict(config.args))
+                # A copy of its own: steps with equal blocks share the block's args.
+                returned = code(env.context.writer(who), plain_copy(config.args))
                 if returned is not None and (type(returned) is not int or returned != 0):
                     raise StepReturnedNonZero(who, returned)
 

@@ -48,7 +48,8 @@ class RunState:
     """The run's breaker and bulkhead objects, shared by the steps that name them alike."""
     chains: dict[Hashable, list[StepMiddleware]] = field(default_factory=dict)
     """The steps' middleware by ``chain_key``, while the runner builds them (dropped
-    when the first step starts, so that each chain goes once its steps ran)."""
+    when the first step starts, or the run ends, so that each chain goes once its
+    steps ran)."""
     unsaved: dict[str, str] = field(default_factory=dict)
     """Step outcomes not yet in a checkpoint."""
     successes: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -110,6 +111,9 @@ class RunState:
 
     def close(self) -> None:
         """Release what the run held: the log watch and the store; again, nothing."""
+        # Dropped here too when no step started (all resumed, say): the run's
+        # result keeps this state.
+        self.chains.clear()
         if self.closed:
             return
         try:

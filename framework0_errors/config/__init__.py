@@ -27,6 +27,7 @@ from .merge import (
     UnknownPolicyError,
     effective_step_block,
     merge_layers,
+    plain_copy,
 )
 from .models import (
     BulkheadConfig,
@@ -96,6 +97,7 @@ __all__ = [
     "error_handling_schema",
     "load_recipe_config",
     "merge_layers",
+    "plain_copy",
     "recipe_block_schema",
     "render_error_handling_schema",
     "resolve_reference",

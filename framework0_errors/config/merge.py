@@ -39,6 +39,7 @@ __all__ = [
     "UnknownPolicyError",
     "effective_step_block",
     "merge_layers",
+    "plain_copy",
 ]
 
 PathPart = str | int
@@ -230,18 +231,23 @@ def _apply(
         if section is not None and isinstance(value, Mapping) and isinstance(below, dict):
             _apply(below, value, origins=origins, model=section, prefix=here, where=(*where, key))
             continue
-        target[key] = _copied(value)
+        target[key] = plain_copy(value)
         _forget(origins, here)
         origins[here] = (*where, key)
 
 
-def _copied(value: Any) -> Any:
-    # Layers hold YAML data: mappings, lists and atoms. A copy, so that merging
-    # into the result never changes a layer; copy.deepcopy took several times longer.
+def plain_copy(value: Any) -> Any:
+    """Return a copy of YAML data (mappings, lists and atoms) that shares no container with it.
+
+    Mappings come back as dicts. For data that must not change what it was
+    copied from: merging layers, or the ``args`` handed to a fallback or a
+    compensation (steps with equal blocks share one block object). Several
+    times cheaper than ``copy.deepcopy``.
+    """
     if isinstance(value, Mapping):
-        return {key: _copied(item) for key, item in value.items()}
+        return {key: plain_copy(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_copied(item) for item in value]
+        return [plain_copy(item) for item in value]
     return value
 
 

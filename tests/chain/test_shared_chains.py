@@ -60,6 +60,8 @@ def test_steps_with_the_same_block_and_names_share_a_chain(
     unnamed = "      circuit_breaker: {failure_threshold: 2}\n"
     timed = SHARED + "      timeout: {seconds: 5}\n"
     module_fallback = SHARED + f"      fallback: {{scriptlet: {M}}}\n"
+    named_fallback = SHARED + f'      fallback: {{scriptlet: "{M}:fallback_ok"}}\n'
+    mapping_fallback = SHARED + f"      fallback: {{scriptlet: {{module: {M}}}}}\n"
     text = "steps:\n" + "".join(
         [
             _step("a", SHARED),
@@ -71,6 +73,10 @@ def test_steps_with_the_same_block_and_names_share_a_chain(
             _step("g", module_fallback, function="fallback_ok"),
             _step("h", module_fallback, function="fallback_ok"),
             _step("i", module_fallback, function="fallback_broken"),
+            _step("j", named_fallback, function="fallback_ok"),
+            _step("k", named_fallback, function="fallback_broken"),
+            _step("l", mapping_fallback, function="fallback_ok"),
+            _step("m", mapping_fallback, function="fallback_broken"),
         ]
     )
     run, state = prepared(text)
@@ -80,11 +86,16 @@ def test_steps_with_the_same_block_and_names_share_a_chain(
     assert chains["e"] is not chains["f"]  # a timed-out attempt's message names its step
     assert chains["g"] is chains["h"]
     assert chains["g"] is not chains["i"]  # `pkg.mod` means each step's own function
+    assert chains["j"] is chains["k"]  # a named function is the same for both
+    assert chains["l"] is not chains["m"]  # so is a mapping without `function`
     assert state.breakers == {"svc", "c", "d"}
     framework0_step_middleware(run, run.recipe.steps[0])
     assert state.chains  # kept while the runner builds ...
     run.hook.framework0_step_start(run=run, step=run.recipe.steps[0])
     assert not state.chains  # ... and dropped once a step starts
+    framework0_step_middleware(run, run.recipe.steps[0])
+    state.close()
+    assert not state.chains  # or when the run ends, if none started
 
 
 def test_equal_blocks_load_as_one_object_and_distinct_ones_do_not() -> None:
@@ -161,6 +172,41 @@ def test_steps_sharing_a_chain_record_and_mask_each_their_own(
     assert set(failed) == {"one", "three"}
     for name, step in failed.items():
         assert f"'{name}' failed" in step["error"]
+
+
+def test_steps_sharing_a_block_get_each_their_own_copy_of_its_args(
+    run_cli: Callable[..., CliResult], project: Project
+) -> None:
+    """A fallback or compensation that changes its args changes no other step's."""
+    project.module(
+        "own_args",
+        "def fails(context, args):\n    raise ConnectionError('down')\n"
+        "def ok(context, args):\n    return 0\n"
+        "def keep(context, args):\n"
+        "    args['seen'].append(1)\n"
+        "    context.set('seen.' + args['kind'] + '.' + str(len(args['seen'])), True)\n"
+        "    count = 'count.' + args['kind']\n"
+        "    context.set(count, context.get(count, 0) + 1)\n",
+    )
+    fallback = '{fallback: {scriptlet: "own_args:keep", args: {seen: [], kind: fallback}}}'
+    rollback = '{rollback: {scriptlet: "own_args:keep", args: {seen: [], kind: rollback}}}'
+    text = "error_handling: {on_failure: rollback}\nsteps:\n"
+    for i in range(2):
+        text += f"  - {{name: ok{i}, module: own_args, function: ok, error_handling: {rollback}}}\n"
+        text += (
+            f"  - {{name: fails{i}, module: own_args, function: fails, depends_on: [ok0, ok1],"
+            f" error_handling: {fallback}}}\n"
+        )
+    text += "  - {name: boom, module: own_args, function: fails, depends_on: [fails0, fails1]}\n"
+    result = run_cli("run", project.recipe(text), "--context-out", "ctx.json")
+    assert result.code == 1, result.out
+    ctx = json.loads((project.root / "ctx.json").read_text())["context"]
+    assert ctx["recovery.fails0"]["outcome"] == ctx["recovery.fails1"]["outcome"] == "fallback"
+    assert ctx["count.fallback"] == ctx["count.rollback"] == 2
+    assert sorted(k for k in ctx if k.startswith("seen.")) == [
+        "seen.fallback.1",
+        "seen.rollback.1",
+    ]
 
 
 def test_a_plain_success_is_checkpointed_from_its_own_text(
