@@ -66,7 +66,8 @@ def chain_key(step: Step, block: StepErrorHandling) -> Hashable:
     The block object itself (the run keeps it), the breaker's and the
     bulkhead's names (each defaults to the step's), and what else of the
     step the chain keeps: its name if a timed-out attempt's message names it,
-    its function if the fallback's ``pkg.mod`` form means that function.
+    its function if the fallback names a module alone (``pkg.mod``, or
+    ``{module}`` without ``function``: the step's own function in it).
     """
     breaker, bulkhead, fallback = block.circuit_breaker, block.bulkhead, block.fallback
     scriptlet = None if fallback is None else fallback.scriptlet
