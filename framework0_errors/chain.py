@@ -30,9 +30,16 @@ from .orchestrator import (
     StepReturnedNonZero,
     resolve_callable,
 )
-from .pipeline import FallbackFailedError, Pipeline
-from .policies import BulkheadFullError, CircuitOpenError, StepTimeoutError
+from .pipeline import FallbackFailedError, Pipeline, tell_breaker
+from .policies import (
+    Bulkhead,
+    BulkheadFullError,
+    CircuitBreaker,
+    CircuitOpenError,
+    StepTimeoutError,
+)
 from .runtime import RunState
+from .stores.base import BreakerCell
 
 __all__ = ["FallbackFailedError", "StepChain", "bare_step", "chain_key"]
 
@@ -126,16 +133,49 @@ class StepChain:
             on_breaker_change=state.on_breaker_change,
             shared=state.policies,
         )
-        if self.pipeline.breaker is not None:
-            state.breakers.add(self.pipeline.breaker.name)
+        breaker, bulkhead = self.pipeline.breaker, self.pipeline.bulkhead
+        if breaker is not None:
+            state.breakers.add(breaker.name)
+        # Set when __call__ may make the first attempt itself: a breaker kept in
+        # this process, a bulkhead, and no timeout (whose attempt runs elsewhere).
+        self._cell: BreakerCell | None = None
+        if breaker is not None and bulkhead is not None and block.timeout is None:
+            self._cell = breaker.cell
+            self._breaker: CircuitBreaker = breaker
+            self._bulkhead: Bulkhead = bulkhead
 
     def __call__(self, invocation: Invocation, call_next: Next) -> None:
         started = self._monotonic()
-        attempt: Attempt[None] = functools.partial(self._run_attempt, self, invocation, call_next)
         # The first attempt is made here, so that the success path, nearly every
         # call, builds nothing it does not use.
         try:
-            self.pipeline.guarded(attempt, 1)
+            cell = self._cell
+            if cell is not None and cell.state == "closed":
+                # pipeline.guarded with _attempt in it, in one frame: on the success
+                # path of the most common block, a breaker and a bulkhead kept in
+                # this process, that saves an eighth of the chain's cost. A closed
+                # breaker's part is as in Pipeline's own (see CircuitBreaker.cell).
+                bulkhead, admission = self._bulkhead, cell.admission
+                try:
+                    holder = bulkhead.acquire()
+                    found: list[DetectedLogError] = []
+                    try:
+                        self._watched(call_next, invocation, found)
+                    finally:
+                        slots = bulkhead.slots
+                        if slots is not None:
+                            slots.give(holder)
+                        else:
+                            bulkhead.release(holder)
+                        if found:
+                            self._record_detected(invocation, found, 1)
+                except BaseException as exc:
+                    tell_breaker(self._breaker, exc, admission)
+                    raise
+                if cell.failures or cell.state != "closed":
+                    self._breaker.on_success(admission)
+            else:
+                self.pipeline.guarded(self._attempt_of(invocation, call_next), 1)
         except Exception as exc:
             tally = Tally(1)
             on_error = self._error_recorder(invocation)
@@ -161,7 +201,11 @@ class StepChain:
             self._successes[key] = record  # saved from a template, not encoded
             return
         # Outside the except block, so later errors are not chained to the first.
+        attempt = self._attempt_of(invocation, call_next)
         self._recover(invocation, attempt, first, started=started, tally=tally, on_error=on_error)
+
+    def _attempt_of(self, invocation: Invocation, call_next: Next) -> Attempt[None]:
+        return functools.partial(self._run_attempt, self, invocation, call_next)
 
     def _error_recorder(self, invocation: Invocation) -> Callable[[BaseException, int], None]:
         journal, step = self.state.journal, invocation.step
@@ -220,10 +264,15 @@ class StepChain:
             self._watched(call_next, invocation, found)
         finally:
             if found:
-                step = invocation.step
-                self.state.journal.record_detected(
-                    step.name, found, attempt=number, redactor=self.state.redactor_for(step)
-                )
+                self._record_detected(invocation, found, number)
+
+    def _record_detected(
+        self, invocation: Invocation, found: list[DetectedLogError], number: int
+    ) -> None:
+        step = invocation.step
+        self.state.journal.record_detected(
+            step.name, found, attempt=number, redactor=self.state.redactor_for(step)
+        )
 
     def _fenced_attempt(
         self, invocation: Invocation, call_next: Next, number: int, abandon: Abandon

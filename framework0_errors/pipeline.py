@@ -42,6 +42,7 @@ __all__ = [
     "Tally",
     "report_first",
     "slot_lease",
+    "tell_breaker",
 ]
 
 T = TypeVar("T")
@@ -278,7 +279,7 @@ class Pipeline(Generic[T]):
         try:
             value = self._limited(attempt, number)
         except BaseException as exc:
-            _verdict(breaker, exc, admission)
+            tell_breaker(breaker, exc, admission)
             raise
         breaker.on_success(admission)
         return value
@@ -306,7 +307,7 @@ class Pipeline(Generic[T]):
                 else:
                     bulkhead.release(holder)
         except BaseException as exc:
-            _verdict(breaker, exc, admission)
+            tell_breaker(breaker, exc, admission)
             raise
         if cell is None or cell.failures or cell.state != "closed":
             breaker.on_success(admission)
@@ -399,9 +400,12 @@ def slot_lease(block: StepErrorHandling) -> float:
     return 3 * block.timeout.seconds + 60.0
 
 
-def _verdict(breaker: CircuitBreaker, exc: BaseException, admission: Admission) -> None:
-    # Tell the breaker how an admitted call ended in ``exc``. A call that a full
-    # bulkhead refused was never made: it says nothing of the service.
+def tell_breaker(breaker: CircuitBreaker, exc: BaseException, admission: Admission) -> None:
+    """Tell ``breaker`` that the call it admitted with ``admission`` ended in ``exc``.
+
+    A call that a full bulkhead refused was never made: it says nothing of the
+    service, so the breaker hears that it was not called.
+    """
     if isinstance(exc, BulkheadFullError):
         breaker.on_not_called(admission)
     else:

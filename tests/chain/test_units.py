@@ -410,6 +410,50 @@ def test_a_first_attempt_that_succeeds_writes_the_success_record(
     assert invocation.notes == {"outcome": "succeeded", "attempts": 1}
 
 
+def test_the_first_attempt_made_in_the_chain_judges_as_the_pipeline_does(
+    step_chain: Callable[[str], tuple[Any, Any]],
+) -> None:
+    """A closed in-process breaker and a bulkhead: the chain makes the first attempt itself.
+
+    A failure counts against the breaker, a full bulkhead does not, the slot is
+    given back either way, a logged error is recorded against attempt 1, and a
+    success after a failure clears the count.
+    """
+    import logging
+
+    chain, invocation = step_chain(
+        "      circuit_breaker: {failure_threshold: 3}\n"
+        "      bulkhead: {max_concurrent: 1}\n"
+        "      fallback: {value: {x: 1}}\n"
+    )
+    breaker, bulkhead = chain.pipeline.breaker, chain.pipeline.bulkhead
+    assert chain._cell is breaker.cell is not None  # the inline path is taken
+
+    def down(_: Any) -> None:
+        raise ConnectionError("down")
+
+    chain(invocation, down)
+    assert breaker.cell.failures == 1
+    assert bulkhead.in_use() == 0
+    assert invocation.notes["outcome"] == "fallback"
+
+    holder = bulkhead.acquire()  # someone else holds the only slot
+    chain(invocation, lambda _: pytest.fail("called with the bulkhead full"))
+    assert breaker.cell.failures == 1  # a call never made says nothing of the service
+    assert "rejected (bulkhead s full)" in invocation.notes["detail"]
+    bulkhead.release(holder)
+
+    def logs(_: Any) -> None:
+        logging.getLogger("tests.inline").error("half done")
+
+    chain(invocation, logs)
+    assert breaker.cell.failures == 0
+    assert invocation.context.get("recovery.s")["outcome"] == "succeeded"
+    [detected] = invocation.context.get("errors.s")[-1:]
+    assert (detected["attempt"], detected["message"]) == (1, "half done")
+    assert bulkhead.in_use() == 0
+
+
 def test_on_error_hears_of_the_first_attempt_while_its_error_is_handled() -> None:
     """on_error for attempt 1 sees the error as being handled; what it raises chains to it."""
     import sys
