@@ -221,15 +221,16 @@ def step(context, args):
 def _recipe(folder: Path, steps: int, blocks: str, *, module: str) -> Path:
     """Write a recipe of ``steps`` steps running ``STEP_BODIES[module]``.
 
-    ``blocks``: none, own (a breaker and bulkhead name per step) or shared.
+    ``blocks``: none, own (no names: each step's breaker and bulkhead are its
+    own, as in DESIGN section 1's example) or shared (one name for all).
     """
     (folder / f"{module}.py").write_text(STEP_MODULE.format(body=STEP_BODIES[module]))
     lines = ["steps:"]
     for i in range(steps):
         lines += [f"  - name: s{i}", f"    module: {module}", "    function: step"]
         if blocks != "none":
-            name = f"b{i}" if blocks == "own" else "shared"
-            lines += BLOCK.rstrip("\n").replace("name: bench", f"name: {name}").split("\n")[1:]
+            named = "" if blocks == "own" else "name: shared, "
+            lines += BLOCK.rstrip("\n").replace("name: bench, ", named).split("\n")[1:]
     path = folder / f"{module}-{blocks}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -320,7 +321,7 @@ REFERENCE_LIMIT = (2.0 + 0.02) / 1.2
 
 RECIPE_KINDS = ("none", "own", "shared")
 RECIPE_LABELS = {
-    "own": "each step with a breaker and a bulkhead of its own",
+    "own": "each step with a breaker and a bulkhead of its own (no names)",
     "shared": "one breaker and one bulkhead shared by every step",
 }
 

@@ -30,16 +30,16 @@ from .orchestrator import (
     StepReturnedNonZero,
     resolve_callable,
 )
-from .pipeline import FallbackFailedError, Pipeline, tell_breaker
+from .pipeline import FallbackFailedError, Pipeline, slot_lease, tell_breaker
 from .policies import (
-    Bulkhead,
     BulkheadFullError,
     CircuitBreaker,
     CircuitOpenError,
     StepTimeoutError,
+    next_holder_id,
 )
 from .runtime import RunState
-from .stores.base import BreakerCell
+from .stores.base import BreakerCell, LocalBulkhead
 
 __all__ = ["FallbackFailedError", "StepChain", "bare_step", "chain_key"]
 
@@ -70,18 +70,17 @@ def bare_step(state: RunState, step: Step) -> Callable[[Invocation, Next], None]
 def chain_key(step: Step, block: StepErrorHandling) -> Hashable:
     """What a step's chain is built from: steps with equal keys can share one :class:`StepChain`.
 
-    The block object itself (the run keeps it), the breaker's and the
-    bulkhead's names (each defaults to the step's), and what else of the
-    step the chain keeps: its name if a timed-out attempt's message names it,
-    its function if the fallback names a module alone (``pkg.mod``, or
-    ``{module}`` without ``function``: the step's own function in it).
+    The block object itself (the run keeps it), and what else of the step the
+    chain keeps: its name if a timed-out attempt's message names it, its
+    function if the fallback names a module alone (``pkg.mod``, or
+    ``{module}`` without ``function``: the step's own function in it). A
+    breaker or bulkhead without a name is the step's own: the chain keeps one
+    for each step it serves (:meth:`StepChain.pipeline_for`).
     """
-    breaker, bulkhead, fallback = block.circuit_breaker, block.bulkhead, block.fallback
+    fallback = block.fallback
     scriptlet = None if fallback is None else fallback.scriptlet
     return (
         id(block),
-        None if breaker is None else breaker.name or step.name,
-        None if bulkhead is None else bulkhead.name or step.name,
         None if block.timeout is None else step.name,
         step.function if scriptlet is not None and _names_no_function(scriptlet) else None,
     )
@@ -93,7 +92,7 @@ def _names_no_function(scriptlet: str | ScriptletRef) -> bool:
 
 
 class StepChain:
-    """The pipeline of the steps that share a block, breaker and bulkhead, as host middleware.
+    """The pipeline of the steps that share a block, as host middleware.
 
     Adds what a recipe step needs around :class:`~framework0_errors.pipeline.Pipeline`:
     a fenced Context view per timed attempt, error records, log detection,
@@ -105,6 +104,7 @@ class StepChain:
 
     def __init__(self, step: Step, block: StepErrorHandling, state: RunState) -> None:
         self.state = state
+        self.block = block
         self.fallback = fallback = block.fallback
         self.fallback_call = (
             None if fallback is None or fallback.scriptlet is None else _scriptlet(fallback, step)
@@ -123,9 +123,47 @@ class StepChain:
             StepChain._attempt if block.timeout is None else StepChain._fenced_attempt
         )
         self._watched = state.watched_call
-        self.pipeline: Pipeline[None] = Pipeline(
-            block,
-            name=step.name,
+        breaker, bulkhead = block.circuit_breaker, block.bulkhead
+        # A breaker or bulkhead without a name is the step's own: each step the
+        # chain serves then has its own pipeline, made when first needed.
+        self._per_step = (breaker is not None and not breaker.name) or (
+            bulkhead is not None and not bulkhead.name
+        )
+        # Made when a step first needs more than the success path: a chain whose
+        # steps all succeed at once builds none (see __call__).
+        self._pipelines: dict[str | None, Pipeline[None]] = {}
+        self.adopt(step)
+        # The live state the success path reads, when the store keeps it in this
+        # process and the block has a breaker and a bulkhead but no timeout
+        # (a timed attempt runs elsewhere): one lane for the chain, or one a
+        # step when the names are the steps' own. See __call__.
+        self._lanes: dict[str | None, tuple[BreakerCell, LocalBulkhead]] = {}
+        self._inline = False
+        cell_of = getattr(state.store, "breaker_cell", None)
+        slots_of = getattr(state.store, "local_bulkhead", None)
+        if None not in (breaker, bulkhead, cell_of, slots_of) and block.timeout is None:
+            assert bulkhead is not None
+            self._inline = True
+            self._cell_of: Callable[[str], BreakerCell] = cell_of  # type: ignore[assignment]
+            self._slots_of: Callable[..., LocalBulkhead] = slots_of  # type: ignore[assignment]
+            self._limit, self._lease = bulkhead.max_concurrent, slot_lease(block)
+            self._wall = state.timing.wall
+
+    def adopt(self, step: Step) -> None:
+        """Take ``step`` on as one the chain serves: its breaker counts as one the run uses.
+
+        For steps whose :func:`chain_key` equals that of the step the chain was
+        built for; the host gets the chain once per step.
+        """
+        breaker = self.block.circuit_breaker
+        if breaker is not None:
+            self.state.breakers.add(breaker.name or step.name)
+
+    def _new_pipeline(self, name: str) -> Pipeline[None]:
+        state = self.state
+        return Pipeline(
+            self.block,
+            name=name,
             breaker_store=state.store,
             bulkhead_store=state.store,
             timing=state.timing,
@@ -133,49 +171,76 @@ class StepChain:
             on_breaker_change=state.on_breaker_change,
             shared=state.policies,
         )
-        breaker, bulkhead = self.pipeline.breaker, self.pipeline.bulkhead
-        if breaker is not None:
-            state.breakers.add(breaker.name)
-        # Set when __call__ may make the first attempt itself: a breaker kept in
-        # this process, a bulkhead, and no timeout (whose attempt runs elsewhere).
-        self._cell: BreakerCell | None = None
-        if breaker is not None and bulkhead is not None and block.timeout is None:
-            self._cell = breaker.cell
-            self._breaker: CircuitBreaker = breaker
-            self._bulkhead: Bulkhead = bulkhead
+
+    @property
+    def pipeline(self) -> Pipeline[None]:
+        """The pipeline of the step the chain was built for (see :meth:`pipeline_for`)."""
+        return self.pipeline_for(self._step)
+
+    def pipeline_for(self, step: Step) -> Pipeline[None]:
+        """Return the pipeline ``step`` runs through, made on first use.
+
+        One for the chain, or one a step when the block leaves the breaker's
+        or the bulkhead's name to the step.
+        """
+        key = step.name if self._per_step else None
+        pipeline = self._pipelines.get(key)
+        if pipeline is None:
+            # Two steps may race to make the chain's: both then use the first kept.
+            pipeline = self._pipelines.setdefault(key, self._new_pipeline(step.name))
+        return pipeline
+
+    def _lane(self, step: Step) -> tuple[BreakerCell, LocalBulkhead]:
+        # The breaker's cell and the bulkhead's slots, as the step's pipeline would
+        # find them in the store: made on first use, like theirs.
+        breaker, bulkhead = self.block.circuit_breaker, self.block.bulkhead
+        assert breaker is not None
+        assert bulkhead is not None
+        lane = (
+            self._cell_of(breaker.name or step.name),
+            self._slots_of(bulkhead.name or step.name, limit=self._limit),
+        )
+        self._lanes[step.name if self._per_step else None] = lane
+        return lane
 
     def __call__(self, invocation: Invocation, call_next: Next) -> None:
         started = self._monotonic()
+        step = invocation.step
         # The first attempt is made here, so that the success path, nearly every
         # call, builds nothing it does not use.
         try:
-            cell = self._cell
-            if cell is not None and cell.state == "closed":
-                # pipeline.guarded with _attempt in it, in one frame: on the success
-                # path of the most common block, a breaker and a bulkhead kept in
-                # this process, that saves an eighth of the chain's cost. A closed
-                # breaker's part is as in Pipeline's own (see CircuitBreaker.cell).
-                bulkhead, admission = self._bulkhead, cell.admission
-                try:
-                    holder = bulkhead.acquire()
+            lane = (
+                (self._lanes.get(step.name if self._per_step else None) or self._lane(step))
+                if self._inline
+                else None
+            )
+            if lane is not None and lane[0].state == "closed":
+                cell, slots = lane
+                # The step's pipeline.guarded with _attempt in it, in one frame, on
+                # the lane's cell and slots: what a closed breaker and a free slot
+                # do (see CircuitBreaker.cell). A full bulkhead, a failure, or a
+                # breaker with failures to clear goes to the step's pipeline.
+                admission, holder = cell.admission, next_holder_id()
+                if not slots.take(
+                    holder, limit=self._limit, lease_seconds=self._lease, now=self._wall()
+                ):
+                    self.pipeline_for(step).guarded(self._attempt_of(invocation, call_next), 1)
+                else:
                     found: list[DetectedLogError] = []
                     try:
-                        self._watched(call_next, invocation, found)
-                    finally:
-                        slots = bulkhead.slots
-                        if slots is not None:
+                        try:
+                            self._watched(call_next, invocation, found)
+                        finally:
                             slots.give(holder)
-                        else:
-                            bulkhead.release(holder)
-                        if found:
-                            self._record_detected(invocation, found, 1)
-                except BaseException as exc:
-                    tell_breaker(self._breaker, exc, admission)
-                    raise
-                if cell.failures or cell.state != "closed":
-                    self._breaker.on_success(admission)
+                            if found:
+                                self._record_detected(invocation, found, 1)
+                    except BaseException as exc:
+                        tell_breaker(_breaker(self.pipeline_for(step)), exc, admission)
+                        raise
+                    if cell.failures or cell.state != "closed":
+                        _breaker(self.pipeline_for(step)).on_success(admission)
             else:
-                self.pipeline.guarded(self._attempt_of(invocation, call_next), 1)
+                self.pipeline_for(step).guarded(self._attempt_of(invocation, call_next), 1)
         except Exception as exc:
             tally = Tally(1)
             on_error = self._error_recorder(invocation)
@@ -195,7 +260,6 @@ class StepChain:
             notes = invocation.notes
             notes["outcome"] = "succeeded"
             notes["attempts"] = 1
-            step = invocation.step
             key = self._key if step is self._step else RECOVERY_PREFIX + step.name
             self._set_owned(key, record, WHO)
             self._successes[key] = record  # saved from a template, not encoded
@@ -243,7 +307,7 @@ class StepChain:
                 raise
 
         try:
-            self.pipeline.recover(
+            self.pipeline_for(step).recover(
                 first,
                 attempt,
                 started=started,
@@ -329,6 +393,12 @@ class StepChain:
             )
         else:
             self.state.notify("recovered", step=name, attempts=attempts)
+
+
+def _breaker(pipeline: Pipeline[None]) -> CircuitBreaker:
+    breaker = pipeline.breaker
+    assert breaker is not None
+    return breaker
 
 
 def _micros(seconds: float) -> float:

@@ -140,14 +140,18 @@ def framework0_step_middleware(run: Run, step: Step) -> list[StepMiddleware]:
     block = state.blocks.get(step.name)
     if block is None:
         return [StepMiddleware(KEY, bare_step(state, step), order=MIDDLEWARE_ORDER)]
-    # Steps that share a block (and their breaker and bulkhead) share a chain:
-    # the host only reads the list it gets.
+    # Steps that share a block share a chain: the host only reads the list it gets.
     key = chain_key(step, block)
-    contributed = state.chains.get(key)
-    if contributed is None:
+    built = state.chains.get(key)
+    if built is None:
         chain = StepChain(step, block, state)
-        contributed = state.chains[key] = [StepMiddleware(KEY, chain, order=MIDDLEWARE_ORDER)]
-    return contributed
+        built = state.chains[key] = (
+            chain.adopt,
+            [StepMiddleware(KEY, chain, order=MIDDLEWARE_ORDER)],
+        )
+    else:
+        built[0](step)
+    return built[1]
 
 
 @hookimpl

@@ -265,13 +265,14 @@ def _check_shared(steps: list[LoadedStep], key: str, what: str, found: _Findings
         config = getattr(step.block, key, None)
         if config is None:
             continue
-        name = config.name
+        name = config.name or step.name  # none: the step's own (see load_config)
         if name not in first:
             first[name] = (step, config)
             continue
         other, other_config = first[name]
         mine, theirs = config.model_dump(), other_config.model_dump()
-        diffs = [k for k in mine if mine[k] != theirs[k]]
+        # Equal names by now, though one may be left to its step.
+        diffs = [k for k in mine if k != "name" and mine[k] != theirs[k]]
         if diffs:
             detail = ", ".join(f"{k} {mine[k]!r} here, {theirs[k]!r} there" for k in diffs)
             message = (

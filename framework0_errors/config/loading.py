@@ -16,7 +16,14 @@ from pydantic import ValidationError
 
 from ..orchestrator.problems import Problem, RecipeInvalid
 from ..orchestrator.yamlsource import Locator
-from .merge import MergedBlock, Path, PolicyCycleError, UnknownPolicyError, merge_layers
+from .merge import (
+    NAMED_BY_STEP,
+    MergedBlock,
+    Path,
+    PolicyCycleError,
+    UnknownPolicyError,
+    merge_layers,
+)
 from .models import RecipeErrorHandling
 from .models import StepErrorHandling as Block
 
@@ -31,6 +38,9 @@ def load_recipe_config(
     """Return the recipe-level block and every step's effective block, by step name.
 
     A step without error handling (no block, no ``defaults``) maps to None.
+    A breaker or bulkhead that is the step's own (unnamed, or named after the
+    step) has no name in its block: read it as ``name or step_name``. Equal
+    blocks are one object.
 
     Raises:
         RecipeInvalid: a block is invalid or ``use`` names an unknown policy;
@@ -99,10 +109,11 @@ def load_config(raw_recipe: Mapping[str, Any], locator: Locator) -> LoadedConfig
             continue
         # Layers valid on their own merge into a valid block (a tested property).
         # repr tells apart what pydantic does (1, 1.0, True and "1"; key order).
-        text = repr(merged.data)
+        data = _unnamed(merged.data, name)
+        text = repr(data)
         block = blocks.get(text)
         if block is None:
-            block = blocks[text] = Block.model_validate(merged.data)
+            block = blocks[text] = Block.model_validate(data)
         function = raw_step.get("function")
         loaded.steps.append(
             LoadedStep(
@@ -114,6 +125,28 @@ def load_config(raw_recipe: Mapping[str, Any], locator: Locator) -> LoadedConfig
             )
         )
     return loaded
+
+
+def _unnamed(data: dict[str, Any], step_name: str) -> dict[str, Any]:
+    # A breaker or bulkhead named after its step (as one without a name is) loads
+    # with no name: "the step's own". Steps whose blocks differ only in that
+    # then share one block object, and one chain (see chain.chain_key).
+    own = [
+        key
+        for key in NAMED_BY_STEP
+        if isinstance(data.get(key), dict) and data[key].get("name") == step_name
+    ]
+    if not own:
+        return data
+    # The name goes last, where merging puts a default one: where it was written
+    # says nothing.
+    return {
+        **data,
+        **{
+            key: {**{k: v for k, v in data[key].items() if k != "name"}, "name": None}
+            for key in own
+        },
+    }
 
 
 def _validation_problems(

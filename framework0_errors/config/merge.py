@@ -46,7 +46,7 @@ PathPart = str | int
 Path = tuple[PathPart, ...]
 
 RECIPE_KEY = "error_handling"
-_NAMED_BY_STEP = ("circuit_breaker", "bulkhead")
+NAMED_BY_STEP = ("circuit_breaker", "bulkhead")
 
 
 class UnknownPolicyError(Framework0Error):
@@ -162,7 +162,7 @@ def merge_layers(
     if own:
         for layer, where in _layers(own, step_path, policies, ()):
             _apply(data, layer, origins=origins, model=StepErrorHandling, prefix=(), where=where)
-    for key in _NAMED_BY_STEP:
+    for key in NAMED_BY_STEP:
         section = data.get(key)
         if isinstance(section, dict) and section.get("name") is None:
             section["name"] = step_name

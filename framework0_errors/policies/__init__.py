@@ -12,7 +12,7 @@ from framework0_errors.policies.backoff import (
     delays,
     worst_case_total,
 )
-from framework0_errors.policies.bulkhead import Bulkhead
+from framework0_errors.policies.bulkhead import Bulkhead, next_holder_id
 from framework0_errors.policies.circuit_breaker import CircuitBreaker
 from framework0_errors.policies.exceptions import (
     BulkheadFullError,
@@ -37,5 +37,6 @@ __all__ = [
     "Strategy",
     "Timeout",
     "delays",
+    "next_holder_id",
     "worst_case_total",
 ]

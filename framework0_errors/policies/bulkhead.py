@@ -8,6 +8,7 @@ A caller waits up to ``max_wait`` seconds for a slot, then gets
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -19,12 +20,19 @@ from typing import TypeVar
 from framework0_errors.policies.exceptions import BulkheadFullError
 from framework0_errors.stores.base import BulkheadStore, LocalBulkhead
 
-__all__ = ["Bulkhead"]
+__all__ = ["Bulkhead", "next_holder_id"]
 
 T = TypeVar("T")
 
 
 _holder_numbers = itertools.count()
+
+next_holder_id: Callable[[], int] = functools.partial(next, _holder_numbers)
+"""Return a holder id unique in this process, for slots taken on a store's local bulkhead.
+
+The ids :meth:`Bulkhead.acquire` gives such slots, for a caller that takes
+them directly (see :class:`~framework0_errors.stores.base.LocalBulkhead`).
+"""
 _holder_prefix = ""
 
 
@@ -124,7 +132,7 @@ class Bulkhead:
             local_of: Callable[..., LocalBulkhead] = self.store.local_bulkhead  # type: ignore[attr-defined]
             local = self.slots = local_of(self.name, limit=self.max_concurrent)
         if local is not None:
-            holder_id: Hashable = next(_holder_numbers)  # the slots live in this process only
+            holder_id: Hashable = next_holder_id()  # the slots live in this process only
             now = self._clock()
             if local.take(
                 holder_id, limit=self.max_concurrent, lease_seconds=self.lease_seconds, now=now

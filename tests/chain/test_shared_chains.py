@@ -56,8 +56,9 @@ def prepared() -> Iterator[Callable[[str], tuple[Run, RunState]]]:
 def test_steps_with_the_same_block_and_names_share_a_chain(
     prepared: Callable[[str], tuple[Run, RunState]],
 ) -> None:
-    """Only what the chain keeps of a step tells chains apart: names, timeout, fallback code."""
+    """Only what the chain keeps of a step tells chains apart: timeout, fallback code."""
     unnamed = "      circuit_breaker: {failure_threshold: 2}\n"
+    own_name = "      circuit_breaker: {name: n, failure_threshold: 2}\n"
     timed = SHARED + "      timeout: {seconds: 5}\n"
     module_fallback = SHARED + f"      fallback: {{scriptlet: {M}}}\n"
     named_fallback = SHARED + f'      fallback: {{scriptlet: "{M}:fallback_ok"}}\n'
@@ -77,18 +78,21 @@ def test_steps_with_the_same_block_and_names_share_a_chain(
             _step("k", named_fallback, function="fallback_broken"),
             _step("l", mapping_fallback, function="fallback_ok"),
             _step("m", mapping_fallback, function="fallback_broken"),
+            _step("n", own_name),
         ]
     )
     run, state = prepared(text)
     chains = {s.name: framework0_step_middleware(run, s)[0].call for s in run.recipe.steps}
     assert chains["a"] is chains["b"]
-    assert chains["c"] is not chains["d"]  # each defaults to a breaker of its own
+    # Each has a breaker of its own, kept by the chain per step; naming one
+    # after its step is the same.
+    assert chains["c"] is chains["d"] is chains["n"]
     assert chains["e"] is not chains["f"]  # a timed-out attempt's message names its step
     assert chains["g"] is chains["h"]
     assert chains["g"] is not chains["i"]  # `pkg.mod` means each step's own function
     assert chains["j"] is chains["k"]  # a named function is the same for both
     assert chains["l"] is not chains["m"]  # so is a mapping without `function`
-    assert state.breakers == {"svc", "c", "d"}
+    assert state.breakers == {"svc", "c", "d", "n"}
     framework0_step_middleware(run, run.recipe.steps[0])
     assert state.chains  # kept while the runner builds ...
     run.hook.framework0_step_start(run=run, step=run.recipe.steps[0])
@@ -96,6 +100,39 @@ def test_steps_with_the_same_block_and_names_share_a_chain(
     framework0_step_middleware(run, run.recipe.steps[0])
     state.close()
     assert not state.chains  # or when the run ends, if none started
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_steps_sharing_a_chain_keep_breakers_of_their_own_unless_named_alike(
+    run_cli: Callable[..., CliResult], project: Project, named: bool
+) -> None:
+    """One chain for four steps: unnamed, each step's breaker opens or stays closed alone."""
+    breaker = "{name: svc, failure_threshold: 1}" if named else "{failure_threshold: 1}"
+    block = (
+        "    error_handling:\n"
+        f"      circuit_breaker: {breaker}\n"
+        "      bulkhead: {max_concurrent: 1}\n"
+        "      fallback: {value: {fell: true}}\n"
+    )
+    names = ("one", "two", "three", "four")
+    text = "steps:\n" + "".join(
+        f"  - name: {name}\n    module: {M}\n    function: {'dead' if i % 2 == 0 else 'flaky'}\n"
+        f"    args: {{name: {name}, fail_times: 0}}\n{block}"
+        for i, name in enumerate(names)
+    )
+    result = run_cli("run", project.recipe(text), "--context-out", "ctx.json")
+    assert result.code == 0, result.err
+    ctx = json.loads((project.root / "ctx.json").read_text())["context"]
+    outcomes = [ctx[f"recovery.{name}"]["outcome"] for name in names]
+    breakers = {k.split(".", 1)[1]: v["state"] for k, v in ctx.items() if "breakers." in k}
+    if named:
+        assert outcomes == ["fallback"] * 4  # the first failure opened svc for all
+        assert [f"calls.{name}" in ctx for name in names] == [True, False, False, False]
+        assert breakers == {"svc": "open"}
+    else:
+        assert outcomes == ["fallback", "succeeded", "fallback", "succeeded"]
+        assert [ctx[f"calls.{name}"] for name in names] == [1, 1, 1, 1]
+        assert breakers == {"one": "open", "two": "closed", "three": "open", "four": "closed"}
 
 
 def test_equal_blocks_load_as_one_object_and_distinct_ones_do_not() -> None:

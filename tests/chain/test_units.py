@@ -427,7 +427,7 @@ def test_the_first_attempt_made_in_the_chain_judges_as_the_pipeline_does(
         "      fallback: {value: {x: 1}}\n"
     )
     breaker, bulkhead = chain.pipeline.breaker, chain.pipeline.bulkhead
-    assert chain._cell is breaker.cell is not None  # the inline path is taken
+    assert chain._inline  # the chain makes the first attempt itself
 
     def down(_: Any) -> None:
         raise ConnectionError("down")
@@ -675,7 +675,7 @@ def test_a_steps_chain_is_freed_once_its_step_has_run(tmp_path: Path) -> None:
             "    function: live_chains",
             f"    args: {{step: {name}}}",
             "    error_handling:",
-            f"      circuit_breaker: {{name: {name}}}",
+            f"      circuit_breaker: {{name: svc-{name}}}",  # a block, so a chain, each
             "      retry: {max_attempts: 2}",
         ]
     path = tmp_path / "chains.yaml"

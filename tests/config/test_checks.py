@@ -376,6 +376,23 @@ def test_breaker_shared_with_different_settings_is_an_error_naming_the_other_ste
     assert "failure_threshold 5 here, 3 there" in problem.message
 
 
+def test_a_breaker_left_to_its_step_is_shared_by_a_step_naming_it() -> None:
+    """Step b names step a's unnamed breaker: one breaker, so the settings must agree."""
+    problem = only(
+        check(
+            """
+            steps:
+              - {name: a, error_handling: {circuit_breaker: {failure_threshold: 2}}}
+              - {name: b, error_handling: {circuit_breaker: {name: a, failure_threshold: 3}}}
+              - {name: c, error_handling: {circuit_breaker: {failure_threshold: 3}}}
+            """
+        )
+    )
+    assert problem.path == "steps[1].error_handling.circuit_breaker.failure_threshold"
+    assert "circuit breaker 'a' is shared with step 'a'" in problem.message
+    assert "(failure_threshold 3 here, 2 there)" in problem.message
+
+
 def test_bulkhead_shared_with_different_settings_is_located_at_the_differing_key() -> None:
     """A differing key written by the step is where the problem is shown."""
     problem = only(
