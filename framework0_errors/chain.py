@@ -148,6 +148,10 @@ class StepChain:
             self._slots_of: Callable[..., LocalBulkhead] = slots_of  # type: ignore[assignment]
             self._limit, self._lease = bulkhead.max_concurrent, slot_lease(block)
             self._wall = state.timing.wall
+        else:
+            # Every call needs it: made now, so that a setting the policies refuse
+            # stops the run here, not as a failure of the step.
+            self.pipeline_for(step)
 
     def adopt(self, step: Step) -> None:
         """Take ``step`` on as one the chain serves: its breaker counts as one the run uses.

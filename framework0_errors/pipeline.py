@@ -393,11 +393,16 @@ def slot_lease(block: StepErrorHandling) -> float:
 
     A process killed while holding a slot cannot release it; the lease lets
     others reclaim it. It must outlast any live attempt: three times the
-    attempt timeout plus a minute, or an hour for attempts without a timeout.
+    attempt timeout plus a minute, or an hour for attempts without a timeout,
+    and never more than :data:`LONGEST_LEASE` (a lease must be finite).
     """
     if block.timeout is None:
         return 3600.0
-    return 3 * block.timeout.seconds + 60.0
+    return min(3 * block.timeout.seconds + 60.0, LONGEST_LEASE)
+
+
+LONGEST_LEASE = 1e9
+"""The longest slot lease, in seconds (about 32 years): for timeouts beyond any real wait."""
 
 
 def tell_breaker(breaker: CircuitBreaker, exc: BaseException, admission: Admission) -> None:

@@ -12,6 +12,7 @@ import functools
 import itertools
 import math
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Hashable
@@ -186,8 +187,11 @@ class Bulkhead:
                 raise BulkheadFullError(
                     self.name, max_concurrent=self.max_concurrent, waited=now - start
                 )
+            # A wait beyond TIMEOUT_MAX (about 292 years) overflows the clock of
+            # the platform; waiting that long again after it is as good.
+            wait = min(remaining, threading.TIMEOUT_MAX)
             if not self.store.wait_for_slot(
-                self.name, limit=self.max_concurrent, timeout=remaining, now=now
+                self.name, limit=self.max_concurrent, timeout=wait, now=now
             ):
                 self._sleep(min(self.poll_interval, remaining))
             now = self._clock()

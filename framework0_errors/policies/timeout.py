@@ -58,6 +58,9 @@ class Timeout:
         if not math.isfinite(seconds) or seconds <= 0:
             raise ValueError(f"timeout seconds must be a finite number > 0; got {seconds!r}")
         self.seconds = seconds
+        # Longer waits overflow the platform's clock (about 292 years on Linux):
+        # a wait that long never ends in practice either.
+        self._wait = min(seconds, threading.TIMEOUT_MAX)
         self._executor = executor
         self._on_abandon = on_abandon
 
@@ -73,7 +76,7 @@ class Timeout:
         if self._executor is not None:
             future = self._executor.submit(run, fn)
             try:
-                return future.result(timeout=self.seconds)
+                return future.result(timeout=self._wait)
             except TimeoutError:
                 # fn may have raised a TimeoutError of its own: only a future still
                 # running means ours. result() then re-raises fn's exception unchanged.
@@ -83,7 +86,7 @@ class Timeout:
         else:
             job: _Job[T] = _Job(run, fn)
             _shared.pool().submit(job)
-            if job.done.acquire(timeout=self.seconds):
+            if job.done.acquire(timeout=self._wait):
                 return job.outcome()
         abandoned = on_abandon if on_abandon is not None else self._on_abandon
         if abandoned is not None:

@@ -40,9 +40,12 @@ def test_abandon_runs_callbacks_once_whenever_added() -> None:
     assert seen == ["late", "late"]
 
 
-@pytest.mark.parametrize(("data", "lease"), [({}, 3600.0), ({"timeout": {"seconds": 10}}, 90.0)])
+@pytest.mark.parametrize(
+    ("data", "lease"),
+    [({}, 3600.0), ({"timeout": {"seconds": 10}}, 90.0), ({"timeout": {"seconds": 1e308}}, 1e9)],
+)
 def test_slot_lease(data: dict[str, Any], lease: float) -> None:
-    """Leases outlast any live attempt: 3x the timeout plus a minute, else an hour."""
+    """Leases outlast any live attempt: 3x the timeout plus a minute, else an hour; finite."""
     assert slot_lease(_block(data)) == lease
 
 

@@ -142,6 +142,26 @@ def test_waits_up_to_max_wait_then_gives_up() -> None:
     assert "waited 1.0s" in str(info.value)
 
 
+def test_a_wait_too_long_for_the_platform_clock_is_cut_to_what_it_can_wait() -> None:
+    """max_wait 1e308 is valid: the store is asked to wait at most threading.TIMEOUT_MAX."""
+    asked: list[float] = []
+
+    class FreedWhileWaiting(MemoryStore):
+        def wait_for_slot(self, name: str, *, limit: int, timeout: float, now: float) -> bool:
+            asked.append(timeout)
+            self.release(name, holder_id="other")
+            return True
+
+    t = FakeTime()
+    store = FreedWhileWaiting()
+    store.try_acquire("db", limit=1, holder_id="other", lease_seconds=None, now=t.now)
+    bulkhead = Bulkhead(
+        "db", max_concurrent=1, max_wait=1e308, store=store, clock=t.clock, sleep=t.sleep
+    )
+    assert bulkhead.call(lambda: "in") == "in"
+    assert asked == [threading.TIMEOUT_MAX]
+
+
 def test_a_slot_freed_while_polling_is_taken() -> None:
     """A caller that polls gets the slot once its holder gives it back within max_wait."""
     t = FakeTime()

@@ -51,6 +51,13 @@ def test_returns_the_value(executor: concurrent.futures.Executor | None) -> None
     assert Timeout(GENEROUS, executor=executor).call(lambda: 42) == 42
 
 
+def test_a_timeout_beyond_the_platform_clock_still_waits(
+    executor: concurrent.futures.Executor | None,
+) -> None:
+    """1e308 seconds is valid: the wait is cut to threading.TIMEOUT_MAX, not an OverflowError."""
+    assert Timeout(1e308, executor=executor).call(lambda: 42) == 42
+
+
 def test_errors_propagate_unchanged(executor: concurrent.futures.Executor | None) -> None:
     """What the call raises is re-raised: the same object."""
     error = ValueError("bad")
