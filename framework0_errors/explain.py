@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import sys
+
 from .config import StepErrorHandling, worst_case_seconds
 from .config.models import FallbackConfig, RetryConfig
 
@@ -48,12 +51,17 @@ def worst_case(block: StepErrorHandling) -> str:
     if timeout is None:
         return "unbounded (no timeout)"
     if block.retry is None:
-        return _s(timeout + wait)
+        return _total(timeout + wait)
     total, _ = worst_case_seconds(block.retry, timeout + wait)
     if block.retry.deadline is not None:
         # No wait starts past the deadline, but the attempt begun before it may run on.
         total = min(total, block.retry.deadline + timeout + wait)
-    return _s(total)
+    return _total(total)
+
+
+def _total(seconds: float) -> str:
+    # Finite settings can still add up past what a float holds.
+    return _s(seconds) if seconds < math.inf else f"over {sys.float_info.max:g}s"
 
 
 def _retry(cfg: RetryConfig) -> str:

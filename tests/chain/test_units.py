@@ -62,6 +62,8 @@ def test_slot_lease(data: dict[str, Any], lease: float) -> None:
             "6s",
         ),
         ({"retry": {}}, "unbounded (no timeout)"),
+        ({"timeout": {"seconds": 1e308}, "bulkhead": {"max_wait": 1e308}}, "over 1.79769e+308s"),
+        ({"retry": {}, "timeout": {"seconds": 1e308}}, "over 1.79769e+308s"),
     ],
 )
 def test_worst_case(data: dict[str, Any], expected: str) -> None:
