@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import math
-import sys
-
-from .config import StepErrorHandling, worst_case_seconds
+from .config import StepErrorHandling, seconds_text, worst_case_seconds
 from .config.models import FallbackConfig, RetryConfig
 
 __all__ = ["describe_chain", "worst_case"]
@@ -51,17 +48,12 @@ def worst_case(block: StepErrorHandling) -> str:
     if timeout is None:
         return "unbounded (no timeout)"
     if block.retry is None:
-        return _total(timeout + wait)
+        return seconds_text(timeout + wait)
     total, _ = worst_case_seconds(block.retry, timeout + wait)
     if block.retry.deadline is not None:
         # No wait starts past the deadline, but the attempt begun before it may run on.
         total = min(total, block.retry.deadline + timeout + wait)
-    return _total(total)
-
-
-def _total(seconds: float) -> str:
-    # Finite settings can still add up past what a float holds.
-    return _s(seconds) if seconds < math.inf else f"over {sys.float_info.max:g}s"
+    return seconds_text(total)
 
 
 def _retry(cfg: RetryConfig) -> str:

@@ -18,6 +18,7 @@ from .checks import (
     check_recipe,
     checked_recipe_config,
     resolve_reference,
+    seconds_text,
     worst_case_seconds,
 )
 from .loading import load_recipe_config
@@ -101,6 +102,7 @@ __all__ = [
     "recipe_block_schema",
     "render_error_handling_schema",
     "resolve_reference",
+    "seconds_text",
     "step_block_schema",
     "worst_case_seconds",
 ]

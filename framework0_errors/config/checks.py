@@ -18,6 +18,7 @@ import importlib
 import math
 import os
 import re
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -36,6 +37,7 @@ __all__ = [
     "check_recipe",
     "checked_recipe_config",
     "resolve_reference",
+    "seconds_text",
     "worst_case_seconds",
 ]
 
@@ -81,6 +83,12 @@ def resolve_reference(
             f"write '{module}:Name'"
         )
     return module, function
+
+
+def seconds_text(seconds: float) -> str:
+    """Return ``seconds`` as messages write it (``2.5s``); sums past a float's range read
+    ``over 1.79769e+308s``."""
+    return f"{seconds:g}s" if seconds < math.inf else f"over {sys.float_info.max:g}s"
 
 
 def worst_case_seconds(retry: RetryConfig, timeout: float | None) -> tuple[float, float]:
@@ -202,11 +210,11 @@ def _check_step(
         deadline, attempts = block.retry.deadline, block.retry.max_attempts
         if worst > deadline:
             if seconds is None:
-                why = f"the backoff waits alone add up to {waits:g}s"
+                why = f"the backoff waits alone add up to {seconds_text(waits)}"
             else:
                 why = (
-                    f"the worst case is {worst:g}s ({attempts} attempts x {seconds:g}s timeout"
-                    f" + {waits:g}s of backoff)"
+                    f"the worst case is {seconds_text(worst)} ({attempts} attempts x "
+                    f"{seconds:g}s timeout + {seconds_text(waits)} of backoff)"
                 )
             message = f"{why}, more than retry.deadline {deadline:g}s; later attempts will not run"
             found.add(origin("retry", "deadline"), message, step.name, "warning")

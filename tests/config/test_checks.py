@@ -294,6 +294,17 @@ def test_backoff_alone_beyond_the_deadline_warns_without_a_timeout() -> None:
     assert "the backoff waits alone add up to 15s" in problem.message
 
 
+def test_a_worst_case_past_a_floats_range_says_so() -> None:
+    """3 attempts of 1e308s add up past what a float holds: no 'infs' in the warning."""
+    problem = only(
+        check(
+            "steps: [{name: a, error_handling: "
+            "{retry: {deadline: 10}, timeout: {seconds: 1.0e+308}}}]"
+        )
+    )
+    assert "the worst case is over 1.79769e+308s (3 attempts x 1e+308s timeout" in (problem.message)
+
+
 def test_worst_case_that_fits_is_silent() -> None:
     """3 x 1s + 3s = 6s fits a 10s deadline."""
     text = "steps: [{name: a, error_handling: {retry: {deadline: 10}, timeout: {seconds: 1}}}]"
