@@ -36,7 +36,9 @@ class CircuitOpenError(Framework0Error):
         elif math.isinf(retry_in):
             message = f"circuit breaker {breaker!r} is open until it is reset"
         else:
-            message = f"circuit breaker {breaker!r} is open; it will half-open in {retry_in:.1f}s"
+            # Tenths of a second, unless that takes more digits than anyone reads.
+            wait = f"{retry_in:.1f}" if retry_in < 1e7 else f"{retry_in:.3g}"
+            message = f"circuit breaker {breaker!r} is open; it will half-open in {wait}s"
         super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:

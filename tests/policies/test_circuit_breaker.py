@@ -123,6 +123,13 @@ def test_open_refuses_without_calling_and_says_when_it_half_opens() -> None:
     assert type(error).__module__ == "framework0_errors"
 
 
+def test_an_open_breakers_wait_in_its_message_stays_short() -> None:
+    """recovery_timeout may be any finite number: a wait of 1e308s is not 309 digits long."""
+    error = CircuitOpenError("b", retry_at=1e308, retry_in=1e308)
+    assert str(error) == "circuit breaker 'b' is open; it will half-open in 1e+308s"
+    assert "in 9999999.9s" in str(CircuitOpenError("b", retry_at=0, retry_in=9999999.94))
+
+
 def test_open_becomes_half_open_after_recovery_timeout() -> None:
     """open → half_open at the first call once recovery_timeout has passed."""
     clock = Clock()
