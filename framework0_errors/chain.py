@@ -142,12 +142,21 @@ class StepChain:
         cell_of = getattr(state.store, "breaker_cell", None)
         slots_of = getattr(state.store, "local_bulkhead", None)
         if None not in (breaker, bulkhead, cell_of, slots_of) and block.timeout is None:
+            assert breaker is not None
             assert bulkhead is not None
             self._inline = True
             self._cell_of: Callable[[str], BreakerCell] = cell_of  # type: ignore[assignment]
             self._slots_of: Callable[..., LocalBulkhead] = slots_of  # type: ignore[assignment]
             self._limit, self._lease = bulkhead.max_concurrent, slot_lease(block)
             self._wall = state.timing.wall
+            # A breaker and a bulkhead both the step's own, in a store this run alone
+            # uses (a memory: store is opened by each run for itself): until the
+            # store has state for them, no other step can have touched them.
+            self._never_used: Callable[[str, str], bool] | None = (
+                getattr(state.store, "never_used", None)
+                if not breaker.name and not bulkhead.name
+                else None
+            )
         else:
             # Every call needs it: made now, so that a setting the policies refuse
             # stops the run here, not as a failure of the step.
@@ -207,6 +216,37 @@ class StepChain:
         self._lanes[step.name if self._per_step else None] = lane
         return lane
 
+    def _lane_unless_alone(
+        self, invocation: Invocation, call_next: Next
+    ) -> tuple[BreakerCell, LocalBulkhead] | None:
+        # The step's first attempt, made here with neither its breaker's cell nor
+        # its bulkhead's slots when both are its own and never used: a breaker
+        # closed without failures admits the call, and a bulkhead nobody else
+        # takes slots of has one free (its limit is at least 1). Only a failure
+        # makes the breaker's state, to count it. None: the attempt was made.
+        step = invocation.step
+        never_used = self._never_used
+        if (
+            never_used is None
+            or not never_used(step.name, step.name)
+            or step.name in self.state.names_given()
+        ):
+            return self._lane(step)
+        found: list[DetectedLogError] = []
+        try:
+            try:
+                self._watched(call_next, invocation, found)
+            finally:
+                if found:
+                    self._record_detected(invocation, found, 1)
+        except BaseException as exc:
+            # The cell the store makes now is the one the call would have been
+            # admitted on: nothing else can have made it meanwhile.
+            cell = self._lane(step)[0]
+            tell_breaker(_breaker(self.pipeline_for(step)), exc, cell.admission)
+            raise
+        return None
+
     def __call__(self, invocation: Invocation, call_next: Next) -> None:
         started = self._monotonic()
         step = invocation.step
@@ -214,11 +254,14 @@ class StepChain:
         # call, builds nothing it does not use.
         try:
             lane = (
-                (self._lanes.get(step.name if self._per_step else None) or self._lane(step))
+                (
+                    self._lanes.get(step.name if self._per_step else None)
+                    or self._lane_unless_alone(invocation, call_next)
+                )
                 if self._inline
-                else None
+                else _NO_LANE
             )
-            if lane is not None and lane[0].state == "closed":
+            if lane is not None and lane[0].state == "closed":  # None: made alone
                 cell, slots = lane
                 # The step's pipeline.guarded with _attempt in it, in one frame, on
                 # the lane's cell and slots: what a closed breaker and a free slot
@@ -243,7 +286,7 @@ class StepChain:
                         raise
                     if cell.failures or cell.state != "closed":
                         _breaker(self.pipeline_for(step)).on_success(admission)
-            else:
+            elif lane is not None:
                 self.pipeline_for(step).guarded(self._attempt_of(invocation, call_next), 1)
         except Exception as exc:
             tally = Tally(1)
@@ -416,6 +459,14 @@ _STRATEGY = {"succeeded": "none", "recovered": "retry", "fallback": "fallback"}
 
 
 _ABSENT: Any = object()
+
+
+class _NoCell:
+    state = "none"  # never "closed": the first attempt goes through the pipeline
+
+
+# The lane of a chain that has none (a timeout, or no breaker or no bulkhead).
+_NO_LANE: Any = (_NoCell(),)
 
 
 def _scriptlet(fallback: FallbackConfig, step: Step) -> Callable[[Any, Any], Any]:

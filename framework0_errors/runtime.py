@@ -72,6 +72,7 @@ class RunState:
     """What flushing the notifications delivered, once it ran (or was cut short)."""
     closed: bool = False
     """Whether :meth:`close` has run (the end of the run released its state)."""
+    _names_given: frozenset[str] | None = field(default=None, init=False, repr=False)
     # Bound once per run for the steps' chains: a method bound per step would be
     # one more object a step for the garbage collector to track.
     watched_call: Callable[..., None] = field(init=False, repr=False, compare=False)
@@ -110,6 +111,23 @@ class RunState:
             cached = Redactor.for_args(args, key_patterns=self.key_patterns)
             self.redactors[step.name] = cached
         return cached
+
+    def names_given(self) -> frozenset[str]:
+        """Return the breaker and bulkhead names that the steps' blocks give, made once.
+
+        A breaker or bulkhead without a name is its step's own, unless another
+        step gives that step's name to one of its own: see ``StepChain``.
+        """
+        names = self._names_given
+        if names is None:
+            names = self._names_given = frozenset(
+                policy.name
+                for block in self.blocks.values()
+                if block is not None
+                for policy in (block.circuit_breaker, block.bulkhead)
+                if policy is not None and policy.name
+            )
+        return names
 
     def close(self) -> None:
         """Release what the run held: the log watch and the store; again, nothing."""

@@ -262,6 +262,17 @@ class MemoryStore:
         with self._lock:
             return sorted(self._bulkheads)
 
+    def never_used(self, breaker: str, bulkhead: str) -> bool:
+        """Whether this store has no state yet for breaker ``breaker`` and bulkhead ``bulkhead``.
+
+        Such a breaker is closed without failures and such a bulkhead holds no
+        slot. A caller that alone uses both names may run a call on that, and
+        make their state only when the call fails (see ``StepChain``); anyone
+        else sharing either name must go through the policies. Lock-free: one
+        dict lookup each.
+        """
+        return breaker not in self._breakers and bulkhead not in self._bulkheads
+
     def local_bulkhead(self, name: str, *, limit: int) -> LocalBulkhead:
         """Return the slots of bulkhead ``name``: made with ``limit`` on first use, kept after.
 
