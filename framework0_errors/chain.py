@@ -157,6 +157,7 @@ class StepChain:
                 if not breaker.name and not bulkhead.name
                 else None
             )
+            self._names_given = state.names_given() if self._never_used else frozenset()
         else:
             # Every call needs it: made now, so that a setting the policies refuse
             # stops the run here, not as a failure of the step.
@@ -229,7 +230,7 @@ class StepChain:
         if (
             never_used is None
             or not never_used(step.name, step.name)
-            or step.name in self.state.names_given()
+            or step.name in self._names_given
         ):
             return self._lane(step)
         found: list[DetectedLogError] = []
