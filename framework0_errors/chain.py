@@ -167,11 +167,18 @@ class StepChain:
         """Take ``step`` on as one the chain serves: its breaker counts as one the run uses.
 
         For steps whose :func:`chain_key` equals that of the step the chain was
-        built for; the host gets the chain once per step.
+        built for; the host gets the chain once per step. Only a breaker left
+        to the step to name needs it (see :attr:`adopts`).
         """
         breaker = self.block.circuit_breaker
         if breaker is not None:
             self.state.breakers.add(breaker.name or step.name)
+
+    @property
+    def adopts(self) -> bool:
+        """Whether :meth:`adopt` does anything for a later step: the breaker is unnamed."""
+        breaker = self.block.circuit_breaker
+        return breaker is not None and not breaker.name
 
     def _new_pipeline(self, name: str) -> Pipeline[None]:
         state = self.state

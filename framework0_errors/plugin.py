@@ -146,10 +146,10 @@ def framework0_step_middleware(run: Run, step: Step) -> list[StepMiddleware]:
     if built is None:
         chain = StepChain(step, block, state)
         built = state.chains[key] = (
-            chain.adopt,
+            chain.adopt if chain.adopts else None,
             [StepMiddleware(KEY, chain, order=MIDDLEWARE_ORDER)],
         )
-    else:
+    elif built[0] is not None:
         built[0](step)
     return built[1]
 

@@ -46,10 +46,10 @@ class RunState:
     breakers: set[str] = field(default_factory=set)
     policies: SharedPolicies = field(default_factory=SharedPolicies)
     """The run's breaker and bulkhead objects, shared by the steps that name them alike."""
-    chains: dict[Hashable, tuple[Callable[[Step], None], list[StepMiddleware]]] = field(
+    chains: dict[Hashable, tuple[Callable[[Step], None] | None, list[StepMiddleware]]] = field(
         default_factory=dict
     )
-    """The steps' middleware by ``chain_key``, with the chain's ``adopt``, while the
+    """The steps' middleware by ``chain_key``, with the chain's ``adopt`` if it adopts, while the
     runner builds them (dropped when the first step starts, or the run ends, so
     that each chain goes once its steps ran)."""
     unsaved: dict[str, str] = field(default_factory=dict)
