@@ -33,7 +33,12 @@ slow spell of a shared machine hits both sides of each ratio alike.
    is the CPU's work and the steps' 1 ms is not, so the share depends on
    the machine: it is also given scaled to the issue's machine, by the
    hand-written chain of part 1 (timed during part 3) against its ~1.2 us
-   there.
+   there. A shared machine's speed drifts from one run to the next, so
+   the same is also measured within single runs: a recipe whose steps
+   come in pairs with the block and without, the time between two steps
+   with it against the time between two without. And once more with a
+   block whose chain only writes recovery.<step>, which DESIGN section 4
+   asks of every step with a block: the floor under any chain's cost.
 """
 
 from __future__ import annotations
@@ -56,9 +61,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pybreaker
 import tenacity
 
+from framework0_errors import plugin
 from framework0_errors.chain import StepChain
 from framework0_errors.config import load_recipe_config
-from framework0_errors.journal import SUCCEEDED, WHO, recovery_key
+from framework0_errors.journal import RECOVERY_PREFIX, SUCCEEDED, WHO, recovery_key
 from framework0_errors.orchestrator import (
     Context,
     Invocation,
@@ -213,44 +219,123 @@ STEP_BODIES = {
 
 # Each step adds the time its own code took to the module's `spent`: the
 # run's time outside it is what the host, the plugin and the blocks cost.
+# It also notes when its code began and ended, in `marks`.
 STEP_MODULE = """import time
 spent = 0.0
+marks = []
 def step(context, args):
     global spent
     started = time.perf_counter()
-{body}    spent += time.perf_counter() - started
+{body}    ended = time.perf_counter()
+    spent += ended - started
+    marks.append((started, ended))
 """
 
 
-def _recipe(folder: Path, steps: int, blocks: str, *, module: str) -> Path:
+def _recipe(
+    folder: Path, steps: int, blocks: str, *, module: str, interleaved: bool = False
+) -> Path:
     """Write a recipe of ``steps`` steps running ``STEP_BODIES[module]``.
 
     ``blocks``: none, own (no names: each step's breaker and bulkhead are its
     own, as in DESIGN section 1's example) or shared (one name for all).
+    ``interleaved``: only every other pair of steps has the block (see
+    :func:`_interleaved_runs`).
     """
     (folder / f"{module}.py").write_text(STEP_MODULE.format(body=STEP_BODIES[module]))
     lines = ["steps:"]
     for i in range(steps):
         lines += [f"  - name: s{i}", f"    module: {module}", "    function: step"]
-        if blocks != "none":
+        if blocks != "none" and (not interleaved or _has_block(i)):
             named = "" if blocks == "own" else "name: shared, "
             lines += BLOCK.rstrip("\n").replace("name: bench, ", named).split("\n")[1:]
-    path = folder / f"{module}-{blocks}.yaml"
+    path = folder / f"{module}-{blocks}{'-interleaved' if interleaved else ''}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def _run_recipe(path: Path, module: str) -> tuple[float, float]:
+class _RecordOnly:
+    """A step chain that does only what DESIGN section 4 asks of every step with a block.
+
+    It watches the step's log, as the middleware of a step without a block
+    does, times the step, and writes ``recovery.<step>`` as the step chain
+    writes a plain success, for the checkpoint after the step: the floor
+    under what any chain can cost. Part 3 runs it in place of the step chain.
+    """
+
+    adopts = False
+
+    def __init__(self, step: Any, block: Any, state: Any) -> None:
+        self._state = state
+        self._succeeded = dict(SUCCEEDED)
+
+    def adopt(self, step: Any) -> None:
+        """No breaker to count."""
+
+    def __call__(self, invocation: Invocation, call_next: Callable[[Invocation], None]) -> None:
+        state = self._state
+        started = state.timing.monotonic()
+        state.watched_call(call_next, invocation, [])
+        record = self._succeeded.copy()
+        # Rounded to the microsecond as the step chain rounds it.
+        record["duration"] = int((state.timing.monotonic() - started) * 1e6 + 0.5) / 1e6
+        invocation.notes["outcome"] = "succeeded"
+        invocation.notes["attempts"] = 1
+        key = RECOVERY_PREFIX + invocation.step.name
+        state.set_owned(key, record, WHO)
+        state.successes[key] = record
+
+
+def _has_block(index: int) -> bool:
+    # Pairs: two steps with the block, two without, and so on.
+    return index % 4 < 2
+
+
+def _interleaved_runs(
+    folder: Path, steps: int, *, module: str, kind: str, runs: int, record_only: bool = False
+) -> list[float]:
+    """What a step with a block adds to the time between steps, in each of ``runs`` runs.
+
+    One recipe, its steps in pairs with the block and without. The time from
+    the end of one step's code to the start of the next's is the host's and
+    the plugin's work after the one and before the other: between two steps
+    with the block, all of theirs; between two without, none. The mean of
+    the one less the mean of the other is what the block adds to a step,
+    measured within milliseconds of the baseline: a machine whose speed
+    drifts from one run to the next (a shared one does, by up to 2x) shifts
+    both alike. ``record_only``: the block's steps run :class:`_RecordOnly`
+    instead of their chain.
+    """
+    path = _recipe(folder, steps, kind, module=module, interleaved=True)
+    added = []
+    for _ in range(runs):
+        if record_only:
+            plugin.StepChain = _RecordOnly  # type: ignore[misc,assignment]
+        try:
+            _, _, marks = _run_recipe(path, module)
+        finally:
+            plugin.StepChain = StepChain  # type: ignore[misc]
+        with_block, without = [], []
+        for i in range(len(marks) - 1):
+            if _has_block(i) == _has_block(i + 1):
+                gap = marks[i + 1][0] - marks[i][1]
+                (with_block if _has_block(i) else without).append(gap)
+        added.append(statistics.mean(with_block) - statistics.mean(without))
+    return added
+
+
+def _run_recipe(path: Path, module: str) -> tuple[float, float, list[tuple[float, float]]]:
     """Load ``path`` (not timed), run it with state in memory.
 
-    Returns the seconds the run took, and of those the seconds outside the
-    steps' own code.
+    Returns the seconds the run took, of those the seconds outside the
+    steps' own code, and when each step's code began and ended.
     """
     pm = plugin_manager()
     recipe = load_checked_recipe(str(path), pm)
     steps_module = importlib.import_module(module)
     namespace = vars(steps_module)  # written at run time: no attributes to type-check
     namespace["spent"] = 0.0
+    namespace["marks"] = marks = []
     # Garbage left by earlier runs and parts would make this run's collections
     # scan it: each run starts from a clean heap, as a fresh process would.
     gc.collect()
@@ -258,7 +343,7 @@ def _run_recipe(path: Path, module: str) -> tuple[float, float]:
     result = execute(recipe, hook=pm.hook, options={"state": "memory:"})
     took = time.perf_counter() - start
     assert result.succeeded
-    return took, took - float(namespace["spent"])
+    return took, took - float(namespace["spent"]), marks
 
 
 Runs = dict[str, list[tuple[float, float]]]
@@ -278,7 +363,8 @@ def _recipe_runs(folder: Path, steps: int, *, module: str, runs: int) -> Runs:
         # against one kind alone.
         turn = round_number % len(kinds)
         for kind in kinds[turn:] + kinds[:turn]:
-            times[kind].append(_run_recipe(paths[kind], module))
+            took, outside, _ = _run_recipe(paths[kind], module)
+            times[kind].append((took, outside))
     return times
 
 
@@ -337,6 +423,15 @@ RECIPE_LABELS = {
 }
 
 
+def _gap_text(gaps: list[float], scale: float) -> str:
+    gap = statistics.median(gaps)
+    return (
+        f"adds {gap * 1e6:.1f} us (median of {len(gaps)} runs, {min(gaps) * 1e6:.1f} to "
+        f"{max(gaps) * 1e6:.1f}): {gap / STEP_SECONDS:+.2%} of the step's time, "
+        f"{gap * scale / STEP_SECONDS:+.2%} on the issue's machine"
+    )
+
+
 def _report_recipes(steps: int, runs: int) -> None:
     """Part 3: recipes of ``steps`` steps with and without blocks, ``runs`` runs each."""
     hand_chain = _hand_written_chain()
@@ -344,8 +439,16 @@ def _report_recipes(steps: int, runs: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sys.path.insert(0, tmp)
         timed_runs = {}
+        interleaved: dict[str, dict[str, list[float]]] = {}
         for what, module in (("sleep 1 ms", "bench_sleep"), ("work 1 ms", "bench_work")):
             timed_runs[what] = _recipe_runs(Path(tmp), steps, module=module, runs=runs)
+            interleaved[what] = {
+                kind: _interleaved_runs(Path(tmp), steps, module=module, kind=kind, runs=runs)
+                for kind in RECIPE_LABELS
+            }
+            interleaved[what]["floor"] = _interleaved_runs(
+                Path(tmp), steps, module=module, kind="shared", runs=runs, record_only=True
+            )
             speeds.append(_per_call(hand_chain, 5_000, rounds=3))
         quick = _recipe_runs(Path(tmp), steps, module="bench_return", runs=2 * runs)
     # The blocks' cost is the CPU's work, the steps' 1 ms is not: on a machine as
@@ -389,6 +492,15 @@ def _report_recipes(steps: int, runs: int) -> None:
                 f"      on the issue's machine, outside the steps' code: {scaled:+.2%} of "
                 "the steps' time"
             )
+            print(
+                "      interleaved with steps without it, in one run: a step with the block "
+                + _gap_text(interleaved[what][kind], scale)
+            )
+        print(
+            "   interleaved the same way, a block whose chain only writes recovery.<step> "
+            "(the floor DESIGN section 4 sets, see _RecordOnly) "
+            + _gap_text(interleaved[what]["floor"], scale)
+        )
         noise = best["none again"] / best["none"] - 1
         noise_median = median["none again"] / median["none"] - 1
         print(
