@@ -14,7 +14,9 @@ start-up and loading cancel out:
   step chain, and tenacity + pybreaker;
 - per step of a recipe whose steps return at once (``execute()`` only,
   not loading), with state in memory: no blocks, one breaker and bulkhead
-  shared by every step, and each step's own.
+  shared by every step, each step's own, and the shared recipe with a
+  chain that only writes ``recovery.<step>`` (the floor DESIGN section 4
+  sets: ``chain_overhead._RecordOnly``).
 
 What the blocks add per step, counted in hand-written chains, reads as
 time on the issue's machine (1.2 us a chain), and as a share of a 1 ms
@@ -41,12 +43,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import chain_overhead as timed
 
+from framework0_errors import plugin
+
 CALLS = {
     "hand-written chain": timed._hand_written_chain,
     "recipe step chain": timed._chain,
     "tenacity + pybreaker": timed._tenacity_pybreaker,
 }
-KINDS = ("none", "shared", "own")
+KINDS = ("none", "shared", "own", "floor")
 
 
 def _counting(pid: int, on: bool) -> None:
@@ -71,6 +75,10 @@ def _inner(what: str, n: int) -> None:
             call()
         _counting(pid, False)
         return
+    if what == "floor":
+        # The shared recipe, its chain doing only what DESIGN section 4 asks.
+        plugin.StepChain = timed._RecordOnly  # type: ignore[misc,assignment]
+        what = "shared"
     with tempfile.TemporaryDirectory() as tmp:
         sys.path.insert(0, tmp)
         pm = plugin_manager()
@@ -135,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     per: dict[str, Any] = _per_unit(jobs, workers=os.cpu_count() or 1)
     hand = per["hand-written chain"]
     seconds_per_instruction = timed.REFERENCE_HAND_CHAIN / hand
-    print("instructions counted by callgrind (within 1% from run to run)")
+    print("instructions counted by callgrind (each count within 1% from run to run)")
     print("per call, on a function that returns at once:")
     for what in CALLS:
         print(
@@ -157,6 +165,12 @@ def main(argv: list[str] | None = None) -> None:
             f"{on_theirs / timed.STEP_SECONDS:.2%} of a 1 ms step"
         )
         print(f"      {label}")
+    floor = per["floor"] - per["none"]
+    print(
+        f"   of which a chain that only watches the log and writes recovery.<step>, what "
+        f"DESIGN section 4 asks of every step with a block: {floor:,.0f} "
+        f"({floor * seconds_per_instruction / timed.STEP_SECONDS:.2%} of a 1 ms step)"
+    )
     print(
         "   (the issue's machine runs the hand-written chain in "
         f"{timed.REFERENCE_HAND_CHAIN * 1e6:.1f} us: {hand:,.0f} instructions)"
