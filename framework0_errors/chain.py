@@ -9,6 +9,7 @@ attempts", "fallback", "short-circuited (breaker payments open)").
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -158,6 +159,10 @@ class StepChain:
                 else None
             )
             self._names_given = state.names_given() if self._never_used else frozenset()
+            # Steps whose first attempt runs alone now, by name, with the holder
+            # id of the slot it stands for.
+            self._alone: dict[str, Hashable] = {}
+            self._lane_lock = threading.Lock()
         else:
             # Every call needs it: made now, so that a setting the policies refuse
             # stops the run here, not as a failure of the step.
@@ -217,11 +222,21 @@ class StepChain:
         breaker, bulkhead = self.block.circuit_breaker, self.block.bulkhead
         assert breaker is not None
         assert bulkhead is not None
-        lane = (
-            self._cell_of(breaker.name or step.name),
-            self._slots_of(bulkhead.name or step.name, limit=self._limit),
-        )
-        self._lanes[step.name if self._per_step else None] = lane
+        key = step.name if self._per_step else None
+        with self._lane_lock:
+            lane = self._lanes.get(key)
+            if lane is None:
+                lane = self._lanes[key] = (
+                    self._cell_of(breaker.name or step.name),
+                    self._slots_of(bulkhead.name or step.name, limit=self._limit),
+                )
+                # An attempt of this step running alone (see _lane_unless_alone)
+                # holds the slot it would have taken: nobody may have it now.
+                holder = self._alone.get(step.name)
+                if holder is not None:
+                    lane[1].take(
+                        holder, limit=self._limit, lease_seconds=self._lease, now=self._wall()
+                    )
         return lane
 
     def _lane_unless_alone(
@@ -230,16 +245,30 @@ class StepChain:
         # The step's first attempt, made here with neither its breaker's cell nor
         # its bulkhead's slots when both are its own and never used: a breaker
         # closed without failures admits the call, and a bulkhead nobody else
-        # takes slots of has one free (its limit is at least 1). Only a failure
-        # makes the breaker's state, to count it. None: the attempt was made.
+        # takes slots of has one free (its limit is at least 1). Their state is
+        # made only if someone needs it: this attempt failing, to count the
+        # failure, or another invocation of the step (a middleware may call the
+        # chain again, even at once), which then finds this attempt's slot taken
+        # (_lane). None: the attempt was made.
         step = invocation.step
         never_used = self._never_used
+        holder = next_holder_id()
         if (
             never_used is None
-            or not never_used(step.name, step.name)
             or step.name in self._names_given
+            or self._alone.setdefault(step.name, holder) is not holder
         ):
             return self._lane(step)
+        try:
+            if never_used(step.name, step.name):
+                self._run_alone(invocation, call_next)
+                return None
+        finally:
+            self._leave_alone(step, holder)
+        return self._lane(step)
+
+    def _run_alone(self, invocation: Invocation, call_next: Next) -> None:
+        step = invocation.step
         found: list[DetectedLogError] = []
         try:
             try:
@@ -248,12 +277,23 @@ class StepChain:
                 if found:
                     self._record_detected(invocation, found, 1)
         except BaseException as exc:
-            # The cell the store makes now is the one the call would have been
-            # admitted on: nothing else can have made it meanwhile.
-            cell = self._lane(step)[0]
-            tell_breaker(_breaker(self.pipeline_for(step)), exc, cell.admission)
+            # Admitted while closed, the call was no trial: what the store does with
+            # its verdict is the same whichever closed admission it carries.
+            tell_breaker(_breaker(self.pipeline_for(step)), exc, self._lane(step)[0].admission)
             raise
-        return None
+        lane = self._lanes.get(step.name)
+        if lane is not None and (lane[0].failures or lane[0].state != "closed"):
+            # Another invocation made the state meanwhile, and failed: a success
+            # clears the failures, as on any lane.
+            _breaker(self.pipeline_for(step)).on_success(lane[0].admission)
+
+    def _leave_alone(self, step: Step, holder: Hashable) -> None:
+        del self._alone[step.name]
+        if self._lanes.get(step.name) is not None:
+            # _lane may have taken a slot for this attempt: give it back, once
+            # _lane is done taking it.
+            with self._lane_lock:
+                self._lanes[step.name][1].give(holder)
 
     def __call__(self, invocation: Invocation, call_next: Next) -> None:
         started = self._monotonic()

@@ -12,7 +12,16 @@ from typing import Any
 
 import pytest
 
-from framework0_errors.orchestrator import RunResult, execute, load_checked_recipe, plugin_manager
+from framework0_errors.orchestrator import (
+    Invocation,
+    Next,
+    RunResult,
+    StepMiddleware,
+    execute,
+    hookimpl,
+    load_checked_recipe,
+    plugin_manager,
+)
 from framework0_errors.runtime import PLUGIN, RunState
 from framework0_errors.stores.select import MemoryStateStore
 
@@ -34,10 +43,12 @@ def _step(name: str, function: str, args: str = "", block: str = OWN) -> str:
     )
 
 
-def _run(tmp_path: Path, text: str, *, workers: int = 1) -> RunResult:
+def _run(tmp_path: Path, text: str, *, workers: int = 1, plugin: object = None) -> RunResult:
     path = tmp_path / "recipe.yaml"
     path.write_text("steps:\n" + text)
     pm = plugin_manager()
+    if plugin is not None:
+        pm.register(plugin)
     return execute(
         load_checked_recipe(str(path), pm),
         hook=pm.hook,
@@ -162,3 +173,99 @@ def test_state_made_before_the_step_runs_is_honoured(
     assert context.get("recovery.down")["outcome"] == "fallback"
     [step] = result.report["steps"]
     assert "short-circuited (breaker down open)" in str(step)
+
+
+class _Twice:
+    """Calls the rest of each step's middleware twice: in a thread, and once it runs, here.
+
+    The host lets a middleware call the rest as often as it likes; the step's
+    chain is then entered again while its first attempt is still running.
+    """
+
+    def __init__(self) -> None:
+        self.first_started = threading.Event()
+        self.second_done = threading.Event()
+
+    @hookimpl
+    def framework0_step_middleware(self) -> list[StepMiddleware]:
+        def twice(invocation: Invocation, call_next: Next) -> None:
+            failed: list[BaseException] = []
+
+            def first() -> None:
+                try:
+                    call_next(invocation)
+                except BaseException as exc:  # pragma: no cover - reported below
+                    failed.append(exc)
+
+            thread = threading.Thread(target=first)
+            thread.start()
+            assert self.first_started.wait(10)
+            try:
+                call_next(invocation)
+            finally:
+                self.second_done.set()
+                thread.join(10)
+            if failed:  # pragma: no cover
+                raise failed[0]
+
+        return [StepMiddleware("twice", twice, order=10)]
+
+
+# The _Twice of the test running now, for the step below.
+TWICE: dict[str, _Twice] = {}
+
+
+def waits_for_the_second(context: Any, args: Any) -> int:
+    """The first call waits until the second ended; the second fails at once if asked to."""
+    twice = TWICE["now"]
+    if not twice.first_started.is_set():
+        twice.first_started.set()
+        assert twice.second_done.wait(10)
+        context.set("first", "done")
+        return 0
+    if args.get("second_fails"):
+        raise ConnectionError("second call refused")
+    return 0
+
+
+def _run_twice(tmp_path: Path, *, limit: int, args: str = "") -> RunResult:
+    TWICE["now"] = _Twice()
+    step = (
+        f"  - name: a\n    module: {__name__}\n    function: waits_for_the_second\n"
+        f"    args: {{{args}}}\n"
+        "    error_handling:\n"
+        "      circuit_breaker: {failure_threshold: 2}\n"
+        f"      bulkhead: {{max_concurrent: {limit}}}\n"
+        "      fallback: {value: {fell: true}}\n"
+    )
+    return _run(tmp_path, step, plugin=TWICE["now"])
+
+
+@pytest.fixture(params=["lazily", "up front"])
+def either_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state made as the chain makes it, or up front, before every first attempt."""
+    if request.param == "up front":
+        monkeypatch.setattr(MemoryStateStore, "never_used", None)
+
+
+@pytest.mark.usefixtures("either_way")
+def test_a_second_call_while_the_first_runs_alone_finds_its_slot_taken(tmp_path: Path) -> None:
+    """max_concurrent 1: the second call of the step is refused, and falls back."""
+    result = _run_twice(tmp_path, limit=1)
+    context = result.run.context
+    assert context.get("first") == "done"
+    assert context.get("fell") is True  # the second call was refused: the bulkhead was full
+    assert "rejected (bulkhead a full)" in str(result.report)
+    store = _store(result)
+    assert store.bulkhead_names() == ["a"]
+    assert store.in_use("a", now=0.0) == 0  # every slot given back
+
+
+@pytest.mark.usefixtures("either_way")
+def test_a_first_call_that_ran_alone_clears_a_failure_made_meanwhile(tmp_path: Path) -> None:
+    """The second call fails while the first runs: the first's success clears the count."""
+    result = _run_twice(tmp_path, limit=2, args="second_fails: true")
+    context = result.run.context
+    assert (context.get("first"), context.get("fell")) == ("done", True)
+    breaker = context.get("circuit_breakers.a")
+    assert (breaker["state"], breaker["consecutive_failures"]) == ("closed", 0)
