@@ -37,7 +37,6 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -140,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         sys.exit(f"{' and '.join(missing)} not found: install valgrind (apt-get install valgrind)")
     jobs = dict.fromkeys(CALLS, opts.calls) | dict.fromkeys(KINDS, opts.steps)
-    per: dict[str, Any] = _per_unit(jobs, workers=os.cpu_count() or 1)
+    per = _per_unit(jobs, workers=os.cpu_count() or 1)
     hand = per["hand-written chain"]
     seconds_per_instruction = timed.REFERENCE_HAND_CHAIN / hand
     print("instructions counted by callgrind (each count within 1% from run to run)")

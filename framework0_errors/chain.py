@@ -252,13 +252,11 @@ class StepChain:
         # (_lane). None: the attempt was made.
         step = invocation.step
         never_used = self._never_used
-        holder = next_holder_id()
-        if (
-            never_used is None
-            or step.name in self._names_given
-            or self._alone.setdefault(step.name, holder) is not holder
-        ):
+        if never_used is None or step.name in self._names_given:
             return self._lane(step)
+        holder = next_holder_id()
+        if self._alone.setdefault(step.name, holder) is not holder:
+            return self._lane(step)  # another call of the step runs alone now
         try:
             if never_used(step.name, step.name):
                 self._run_alone(invocation, call_next)
